@@ -1,0 +1,1058 @@
+# Copyright 2026 The vatt authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""PyTorch VATT audio (WaT) and text towers, the modality-agnostic variant and the audio-text contrastive model."""
+
+import functools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.processing_utils import Unpack
+from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
+from transformers.utils.generic import merge_with_config_defaults
+from transformers.utils.output_capturing import capture_outputs
+
+from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VattEncoderOutput(BaseModelOutputWithPooling):
+    r"""
+    Output of [`VattAudioModel`] and [`VattTextModel`].
+
+    last_hidden_state (`torch.FloatTensor` of shape `(batch_size, 1 + sequence_length, hidden_size)`):
+        Index 0 is the AGG token, `[:, 1:]` the patch (word) features. For windowed long inputs it holds the stitched
+        per-patch features after the recording-level pooled output, and is `None` unless
+        `return_window_features=True`.
+    pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+        The AGG token output; for windowed inputs the mean of the windows' AGG outputs weighted by their real content.
+    attention_mask (`torch.BoolTensor` of shape `(batch_size, 1 + sequence_length)`, *optional*):
+        Which positions of `last_hidden_state` are real (not padding). `None` when nothing is padded.
+    window_pooler_output (`torch.FloatTensor` of shape `(batch_size, num_windows, hidden_size)`, *optional*):
+        Per-window AGG outputs (windowed inputs only).
+    window_spans (`torch.LongTensor` of shape `(num_windows, 2)`, *optional*):
+        Start and end (exclusive) of each window, in samples (audio) or tokens (text).
+    window_mask (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
+        Share of real content in each window (0 for windows that lie entirely in padding).
+    """
+
+    attention_mask: torch.Tensor | None = None
+    window_pooler_output: torch.FloatTensor | None = None
+    window_spans: torch.LongTensor | None = None
+    window_mask: torch.FloatTensor | None = None
+
+
+@dataclass
+class VattContrastiveOutput(ModelOutput):
+    r"""
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `return_loss=True`):
+        Contrastive loss (NCE, or MIL-NCE when several texts belong to each clip).
+    logits_per_audio (`torch.FloatTensor` of shape `(audio_batch_size, text_batch_size)`):
+        Scaled cosine similarities between audio and text embeddings.
+    logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, audio_batch_size)`):
+        The transpose of `logits_per_audio`.
+    audio_embeds (`torch.FloatTensor` of shape `(audio_batch_size, projection_dim)`):
+        Projected audio embeddings (not normalised).
+    text_embeds (`torch.FloatTensor` of shape `(text_batch_size, projection_dim)`):
+        Projected text embeddings (not normalised).
+    audio_model_output, text_model_output ([`VattEncoderOutput`]):
+        The tower outputs.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_audio: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    audio_embeds: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    audio_model_output: VattEncoderOutput | None = None
+    text_model_output: VattEncoderOutput | None = None
+
+    def to_tuple(self) -> tuple[Any]:
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Learned position tables and their resampling
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=32)
+def polyharmonic_spline_matrix(num_rows: int, length: int) -> np.ndarray:
+    """
+    `(length, num_rows)` float64 matrix that resamples a `num_rows`-row table to `length` rows exactly as the original
+    VATT does (order-3 polyharmonic spline with an affine term, knots `i / num_rows`, queries `j / length`), but solved
+    in float64 instead of the original's ill-conditioned float32.
+    """
+    knots = np.arange(num_rows, dtype=np.float64) / num_rows
+    queries = np.arange(length, dtype=np.float64) / length
+
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.maximum((a[:, None] - b[None, :]) ** 2, 1e-10) ** 1.5
+
+    affine = np.stack([knots, np.ones_like(knots)], axis=1)
+    system = np.zeros((num_rows + 2, num_rows + 2))
+    system[:num_rows, :num_rows] = kernel(knots, knots)
+    system[:num_rows, num_rows:] = affine
+    system[num_rows:, :num_rows] = affine.T
+    # Coefficients [w; v] = system^-1 [table; 0], so only the first num_rows columns of the inverse matter.
+    coefficients = np.linalg.solve(system, np.eye(num_rows + 2)[:, :num_rows])
+    evaluation = np.concatenate([kernel(queries, knots), queries[:, None], np.ones((length, 1))], axis=1)
+    return evaluation @ coefficients
+
+
+@functools.lru_cache(maxsize=32)
+def linear_interpolation_matrix(num_rows: int, length: int) -> np.ndarray:
+    """`(length, num_rows)` matrix resampling a table linearly over the same fractional grid as the spline."""
+    coordinates = np.minimum(np.arange(length, dtype=np.float64) * num_rows / length, num_rows - 1)
+    lower = np.floor(coordinates).astype(np.int64)
+    upper = np.minimum(lower + 1, num_rows - 1)
+    fraction = coordinates - lower
+    matrix = np.zeros((length, num_rows))
+    matrix[np.arange(length), lower] += 1.0 - fraction
+    matrix[np.arange(length), upper] += fraction
+    return matrix
+
+
+_RESAMPLING_MATRICES = {"spline": polyharmonic_spline_matrix, "linear": linear_interpolation_matrix}
+
+
+def learned_position_embeddings(
+    table: nn.Embedding,
+    layernorm: nn.LayerNorm,
+    config: VattAudioConfig | VattTextConfig,
+    length: int,
+    valid_lengths: torch.Tensor | None,
+) -> torch.Tensor:
+    """
+    Position embeddings `LayerNorm(rows)` for `length` tokens, shape `(1 or batch, length, hidden)`.
+
+    With `position_interpolation="none"` row `i` is token `i`. Otherwise the whole table is resampled to the token
+    count when it differs from the table size: to each item's unpadded length (`valid_lengths`) or, with
+    `position_interpolation_length="padded"`, to the padded `length` as the original code did.
+    """
+    num_rows = table.num_embeddings
+    mode = config.position_interpolation
+    if mode == "none" or (length == num_rows and (valid_lengths is None or bool((valid_lengths == length).all()))):
+        if length > num_rows:
+            raise ValueError(
+                f"{length} positions exceed the {num_rows}-row position table; use windowed encoding or a "
+                "`position_interpolation` of 'spline' or 'linear'."
+            )
+        return layernorm(table.weight[:length]).unsqueeze(0)
+    if valid_lengths is None or config.position_interpolation_length == "padded":
+        targets, inverse = [length], None
+    else:
+        unique, inverse = torch.unique(valid_lengths, return_inverse=True)
+        targets = unique.tolist()
+    weight = table.weight
+    rows = []
+    for target in targets:
+        resampled = weight
+        if target != num_rows:
+            matrix = torch.from_numpy(_RESAMPLING_MATRICES[mode](num_rows, target)).to(weight.device)
+            resampled = (matrix @ weight.double()).to(weight.dtype)
+        rows.append(F.pad(resampled, (0, 0, 0, length - target)))
+    positions = layernorm(torch.stack(rows))
+    return positions if inverse is None else positions[inverse]
+
+
+def drop_tokens(
+    embeddings: torch.Tensor, mask: torch.Tensor | None, rate: float
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """
+    DropToken: keep a random `ceil((1 - rate) * tokens)` of the tokens of each item, real tokens before padding, in
+    their original order. (The original shared one permutation across the batch; sampling per item is equivalent in
+    distribution and keeps padded batches fair.)
+    """
+    batch_size, num_tokens, hidden_size = embeddings.shape
+    num_kept = num_tokens - int(rate * num_tokens)
+    scores = torch.rand(batch_size, num_tokens, device=embeddings.device)
+    if mask is not None:
+        scores = scores + (~mask).to(scores.dtype) * 2.0
+    kept = scores.topk(num_kept, dim=1, largest=False).indices.sort(dim=1).values
+    embeddings = embeddings.gather(1, kept.unsqueeze(-1).expand(-1, -1, hidden_size))
+    return embeddings, None if mask is None else mask.gather(1, kept)
+
+
+def _prepend_agg_token(
+    embeddings: torch.Tensor, agg_token: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    agg = agg_token.to(embeddings.dtype).expand(embeddings.shape[0], 1, -1)
+    embeddings = torch.cat([agg, embeddings], dim=1)
+    if mask is not None:
+        mask = F.pad(mask, (1, 0), value=True)
+    return embeddings, mask
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class VattAudioEmbeddings(nn.Module):
+    """Waveform patches -> linear projection (+ optional GELU pre-projection) + LayerNorm'ed positions -> DropToken -> AGG."""
+
+    def __init__(self, config: VattAudioConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embedding = nn.Linear(config.patch_size, config.hidden_size)
+        self.pre_projection = nn.Linear(config.hidden_size, config.hidden_size) if config.use_pre_projection else None
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.agg_token = nn.Parameter(torch.zeros(config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self, input_values: torch.Tensor, patch_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch_size, num_samples = input_values.shape
+        num_patches = num_samples // self.config.patch_size
+        patches = input_values[:, : num_patches * self.config.patch_size].reshape(batch_size, num_patches, -1)
+        embeddings = self.patch_embedding(patches.to(self.patch_embedding.weight.dtype))
+        if self.pre_projection is not None:
+            embeddings = F.gelu(self.pre_projection(embeddings))
+        valid_lengths = None if patch_mask is None else patch_mask.sum(1)
+        positions = learned_position_embeddings(
+            self.position_embedding, self.position_layernorm, self.config, num_patches, valid_lengths
+        )
+        embeddings = self.dropout(embeddings + positions)
+        if self.training and self.config.drop_token_rate > 0:
+            embeddings, patch_mask = drop_tokens(embeddings, patch_mask, self.config.drop_token_rate)
+        return _prepend_agg_token(embeddings, self.agg_token, patch_mask)
+
+
+class VattTextEmbeddings(nn.Module):
+    """
+    Word table lookup (frozen unless `trainable_word_embeddings`), then either the T5-style path (AGG token in
+    embedding space, bias-free GELU pre-projection) or the absolute path (GELU pre-projection with bias, LayerNorm'ed
+    positions, AGG token in model space).
+    """
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__()
+        self.config = config
+        self.relative = config.position_embedding_type == "relative"
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
+        self.pre_projection = nn.Linear(config.embedding_size, config.hidden_size, bias=not self.relative)
+        if self.relative:
+            self.agg_token = nn.Parameter(torch.zeros(config.embedding_size))
+        else:
+            self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+            self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.agg_token = nn.Parameter(torch.zeros(config.hidden_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        words = self.word_embeddings(input_ids)
+        if self.relative:
+            words, mask = _prepend_agg_token(words, self.agg_token, mask)
+            return self.dropout(F.gelu(self.pre_projection(words))), mask
+        embeddings = F.gelu(self.pre_projection(words))
+        positions = learned_position_embeddings(
+            self.position_embedding, self.position_layernorm, self.config, input_ids.shape[1], mask.sum(1)
+        )
+        embeddings = self.dropout(embeddings + positions)
+        return _prepend_agg_token(embeddings, self.agg_token, mask)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Encoder
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class VattRMSNorm(nn.Module):
+    """T5's scale-only RMS norm, computed in float32."""
+
+    def __init__(self, hidden_size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.variance_epsilon = eps
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        variance = hidden_states.float().pow(2).mean(-1, keepdim=True)
+        normed = hidden_states.float() * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * normed.to(self.weight.dtype)
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if position_bias is not None:
+        scores = scores + position_bias
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+class VattAttention(nn.Module):
+    """Multi-head self-attention; T5 style (relative text tower): no biases and no `1/sqrt(d)` scaling."""
+
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__()
+        self.config = config
+        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
+        self.head_dim = config.head_dim
+        self.scaling = 1.0 if t5_style else config.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+        inner_size = config.num_attention_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
+        self.k_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
+        self.v_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
+        self.out_proj = nn.Linear(inner_size, config.hidden_size, bias=not t5_style)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+
+        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        extra = {} if position_bias is None else {"position_bias": position_bias}
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            is_causal=False,
+            scaling=self.scaling,
+            dropout=0.0 if not self.training else self.dropout,
+            **extra,
+        )
+        attn_output = self.out_proj(attn_output.reshape(*input_shape, -1).contiguous())
+        return attn_output, attn_weights
+
+
+class VattMLP(nn.Module):
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__()
+        bias = getattr(config, "position_embedding_type", "absolute") != "relative"
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.activation_fn = ACT2FN[config.hidden_act]
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.dropout(self.activation_fn(self.fc1(hidden_states))))
+
+
+class VattEncoderLayer(GradientCheckpointingLayer):
+    """Pre-norm layer. The T5-style text layer normalises attention inputs with RMSNorm, the MLP input with LayerNorm."""
+
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__()
+        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
+        norm = VattRMSNorm if t5_style else nn.LayerNorm
+        self.layer_norm1 = norm(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = VattAttention(config)
+        self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = VattMLP(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> torch.Tensor:
+        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, position_bias, **kwargs)
+        hidden_states = hidden_states + self.dropout(attn_output)
+        return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device: torch.device) -> torch.Tensor:
+    """T5 bidirectional buckets of `key - query` offsets, shape `(length, length)`."""
+    positions = torch.arange(length, device=device)
+    relative = positions[None, :] - positions[:, None]
+    half = num_buckets // 2
+    buckets = (relative > 0).long() * half
+    distance = relative.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class VattEncoder(nn.Module):
+    """Stack of [`VattEncoderLayer`] and the final norm; owns the shared relative position bias of the T5-style tower."""
+
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__()
+        self.config = config
+        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
+        self.relative_attention_bias = (
+            nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads) if t5_style else None
+        )
+        self.layers = nn.ModuleList([VattEncoderLayer(config) for _ in range(config.num_hidden_layers)])
+        self.final_layer_norm = (VattRMSNorm if t5_style else nn.LayerNorm)(
+            config.hidden_size, eps=config.layer_norm_eps
+        )
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.gradient_checkpointing = False
+
+    def position_bias(self, length: int) -> torch.Tensor | None:
+        """`(1, heads, length, length)` relative bias shared by every layer, or None without relative positions."""
+        if self.relative_attention_bias is None:
+            return None
+        buckets = relative_position_buckets(
+            length,
+            self.config.relative_attention_num_buckets,
+            self.config.relative_attention_max_distance,
+            self.relative_attention_bias.weight.device,
+        )
+        return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutput:
+        hidden_states = inputs_embeds
+        position_bias = self.position_bias(hidden_states.shape[1])
+        if position_bias is not None:
+            position_bias = position_bias.to(hidden_states.dtype)
+        for layer in self.layers:
+            hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
+        return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class VattPreTrainedModel(PreTrainedModel):
+    config: VattConfig
+    base_model_prefix = "vatt"
+    input_modalities = ("audio", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["VattAudioEmbeddings", "VattTextEmbeddings", "VattEncoderLayer"]
+    _supports_sdpa = True
+    _supports_attention_backend = False
+    _can_record_outputs = {"hidden_states": VattEncoderLayer, "attentions": VattAttention}
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Original VATT initialisers: Glorot-uniform kernels, zero biases, truncated-normal tables and tokens."""
+        super()._init_weights(module)
+        if isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (VattAudioEmbeddings, VattTextEmbeddings)):
+            size = module.agg_token.shape[0]
+            init.trunc_normal_(module.agg_token, std=size**-0.5)
+            if hasattr(module, "position_embedding"):
+                hidden = module.position_embedding.embedding_dim
+                init.trunc_normal_(module.position_embedding.weight, std=hidden**-0.5)
+            if isinstance(module, VattTextEmbeddings):
+                init.normal_(module.word_embeddings.weight, std=module.word_embeddings.embedding_dim**-0.5)
+        elif isinstance(module, VattEncoder) and module.relative_attention_bias is not None:
+            init.normal_(module.relative_attention_bias.weight, std=module.config.hidden_size**-0.5)
+        elif isinstance(module, VattRMSNorm):
+            init.ones_(module.weight)
+        elif isinstance(module, VattForContrastivePretraining):
+            init.constant_(module.logit_scale, self.config.logit_scale_init_value)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        # Loading re-creates parameters with `requires_grad=True`; re-apply the configured freezing.
+        model = super().from_pretrained(*args, **kwargs)
+        model.apply_parameter_freezing()
+        return model
+
+    def apply_parameter_freezing(self) -> None:
+        """Freeze what the config says is frozen: the word table (unless trainable) and a fixed temperature."""
+        for module in self.modules():
+            if isinstance(module, VattTextEmbeddings):
+                module.word_embeddings.weight.requires_grad_(module.config.trainable_word_embeddings)
+            elif isinstance(module, VattForContrastivePretraining):
+                module.logit_scale.requires_grad_(module.config.learnable_logit_scale)
+
+
+def _check_finite(tensor: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"`{name}` contains NaN or infinite values.")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Windowing for long inputs
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def window_layout(length: int, window: int, overlap: int) -> torch.Tensor:
+    """`(num_windows, 2)` start/end (exclusive) of windows of `window` steps with `overlap`; the last may be short."""
+    hop = window - overlap
+    num_windows = max(1, math.ceil(max(length - window, 0) / hop) + 1)
+    starts = torch.arange(num_windows) * hop
+    return torch.stack([starts, (starts + window).clamp(max=length)], dim=1)
+
+
+def pool_windows(window_pooled: torch.Tensor, window_weight: torch.Tensor) -> torch.Tensor:
+    """Mean of window outputs `(batch, windows, hidden)` weighted by their real-content share `(batch, windows)`."""
+    weight = window_weight.to(window_pooled.dtype).unsqueeze(-1)
+    return (window_pooled * weight).sum(1) / weight.sum(1).clamp(min=1e-6)
+
+
+def stitch_windows(window_states: torch.Tensor, spans: torch.Tensor, length: int, batch_size: int) -> torch.Tensor:
+    """Average per-step features of overlapping windows `(batch * windows, window, hidden)` into `(batch, length, hidden)`."""
+    num_windows, window = spans.shape[0], window_states.shape[1]
+    steps = (spans[:, :1] + torch.arange(window)).clamp(max=length)  # index `length` collects the tail padding
+    steps = steps.to(window_states.device).repeat(batch_size, 1)
+    offsets = (torch.arange(batch_size, device=steps.device) * (length + 1)).repeat_interleave(num_windows)
+    flat_index = (steps + offsets[:, None]).flatten()
+    hidden = window_states.shape[-1]
+    total = window_states.new_zeros(batch_size * (length + 1), hidden).index_add_(
+        0, flat_index, window_states.flatten(0, 1)
+    )
+    counts = window_states.new_zeros(batch_size * (length + 1)).index_add_(
+        0, flat_index, window_states.new_ones(flat_index.shape[0])
+    )
+    stitched = total / counts.clamp(min=1).unsqueeze(-1)
+    return stitched.view(batch_size, length + 1, hidden)[:, :length]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Towers
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class VattAudioModel(VattPreTrainedModel):
+    """
+    The VATT waveform transformer (WaT). Inputs are 48 kHz mono waveforms `(batch, samples)`; an optional
+    sample-level `audio_attention_mask` marks real samples in a padded batch. Inputs longer than the position table
+    are encoded window by window (see [`VattAudioConfig`]).
+    """
+
+    config: VattAudioConfig
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    base_model_prefix = "audio_model"
+
+    def __init__(self, config: VattAudioConfig):
+        super().__init__(config)
+        self.embeddings = VattAudioEmbeddings(config)
+        self.encoder = VattEncoder(config)
+        self.post_projection = (
+            nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embedding
+
+    def _patch_mask(
+        self, input_values: torch.Tensor, audio_attention_mask: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Validate the waveform and turn the sample mask into a patch mask (a patch is real if any sample is)."""
+        if input_values.dim() != 2:
+            raise ValueError(
+                f"`input_values` must have shape (batch, samples), got {tuple(input_values.shape)}; "
+                "mix channels down and batch with `VattFeatureExtractor`."
+            )
+        if not input_values.is_floating_point():
+            raise ValueError(f"`input_values` must be a float tensor, got {input_values.dtype}.")
+        patch_size = self.config.patch_size
+        if input_values.shape[1] < patch_size:
+            raise ValueError(
+                f"Audio must hold at least one patch of {patch_size} samples, got {input_values.shape[1]}."
+            )
+        _check_finite(input_values, "input_values")
+        if audio_attention_mask is None:
+            return None
+        if audio_attention_mask.shape != input_values.shape:
+            raise ValueError(
+                f"`audio_attention_mask` {tuple(audio_attention_mask.shape)} must match `input_values` "
+                f"{tuple(input_values.shape)}."
+            )
+        num_patches = input_values.shape[1] // patch_size
+        patch_mask = audio_attention_mask[:, : num_patches * patch_size].reshape(-1, num_patches, patch_size).bool()
+        patch_mask = patch_mask.any(-1)
+        if not patch_mask.any(-1).all():
+            raise ValueError("Every audio item needs at least one patch of real samples; got an empty item.")
+        return None if patch_mask.all() else patch_mask
+
+    def _encode(
+        self, input_values: torch.Tensor, patch_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+    ) -> VattEncoderOutput:
+        embeddings, token_mask = self.embeddings(input_values, patch_mask)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
+        )
+        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
+        if self.post_projection is not None:
+            hidden_states = F.gelu(self.post_projection(hidden_states))
+        return VattEncoderOutput(
+            last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0], attention_mask=token_mask
+        )
+
+    def _encode_windows(
+        self, input_values: torch.Tensor, patch_mask: torch.Tensor | None, return_window_features: bool
+    ) -> VattEncoderOutput:
+        """Encode a long input window by window, `windows_per_batch` windows at a time (memory bounded by that)."""
+        config = self.config
+        batch_size = input_values.shape[0]
+        num_patches = input_values.shape[1] // config.patch_size
+        window, hop = config.window_patches, config.window_patches - config.window_overlap
+        spans = window_layout(num_patches, window, config.window_overlap)
+        num_windows = spans.shape[0]
+        num_full = (num_patches - window) // hop + 1
+        patches = input_values[:, : num_patches * config.patch_size].view(batch_size, num_patches, -1)
+        full_windows = patches.unfold(1, window, hop).transpose(2, 3)  # zero-copy (batch, windows, window, patch)
+        tail_start = int(spans[-1, 0])
+        tail_windows = F.pad(patches[:, tail_start:], (0, 0, 0, tail_start + window - num_patches))
+
+        real = patch_mask if patch_mask is not None else patches.new_ones(batch_size, num_patches, dtype=torch.bool)
+        window_real = F.pad(real, (0, tail_start + window - num_patches), value=False).unfold(1, window, hop)
+        window_weight = window_real.sum(-1).to(input_values.dtype) / window  # (batch, windows)
+
+        pooled = input_values.new_zeros(batch_size * num_windows, config.output_size)
+        states = None
+        if return_window_features:
+            states = input_values.new_zeros(batch_size * num_windows, window, config.output_size)
+        flat_real = window_real.reshape(batch_size * num_windows, window)
+        for chunk in window_weight.flatten().nonzero().squeeze(-1).split(config.windows_per_batch):
+            item, index = chunk // num_windows, chunk % num_windows
+            in_tail = index >= num_full
+            waveform = input_values.new_empty(len(chunk), window, patches.shape[-1])
+            waveform[~in_tail] = full_windows[item[~in_tail], index[~in_tail]]
+            waveform[in_tail] = tail_windows[item[in_tail]]
+            chunk_real = flat_real[chunk]
+            output = self._encode(waveform.flatten(1), None if chunk_real.all() else chunk_real)
+            pooled[chunk] = output.pooler_output
+            if states is not None:
+                states[chunk] = output.last_hidden_state[:, 1:]
+        window_pooled = pooled.view(batch_size, num_windows, -1)
+        recording = pool_windows(window_pooled, window_weight)
+        last_hidden_state = None
+        if states is not None:
+            stitched = stitch_windows(states, spans, num_patches, batch_size)
+            last_hidden_state = torch.cat([recording.unsqueeze(1), stitched], dim=1)
+        return VattEncoderOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=recording,
+            attention_mask=None if patch_mask is None else F.pad(patch_mask, (1, 0), value=True),
+            window_pooler_output=window_pooled,
+            window_spans=spans * config.patch_size,
+            window_mask=window_weight,
+        )
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        audio_attention_mask: torch.Tensor | None = None,
+        return_window_features: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattEncoderOutput:
+        r"""
+        input_values (`torch.FloatTensor` of shape `(batch_size, num_samples)`):
+            Raw 48 kHz waveforms, as returned by [`VattFeatureExtractor`].
+        audio_attention_mask (`torch.Tensor` of shape `(batch_size, num_samples)`, *optional*):
+            1 for real samples, 0 for padding.
+        return_window_features (`bool`, *optional*, defaults to `False`):
+            For windowed (long) inputs, also return the stitched per-patch features in `last_hidden_state`.
+        """
+        patch_mask = self._patch_mask(input_values, audio_attention_mask)
+        num_patches = input_values.shape[1] // self.config.patch_size
+        if num_patches > self.config.window_patches and self.config.long_input_mode == "window":
+            return self._encode_windows(input_values, patch_mask, return_window_features)
+        return self._encode(input_values, patch_mask, **kwargs)
+
+
+class VattTextModel(VattPreTrainedModel):
+    """
+    The VATT text tower: the original T5-style encoder (`position_embedding_type="relative"`) or the text path of the
+    modality-agnostic model (`"absolute"`). Id 0 is padding; `attention_mask` defaults to `input_ids != 0`.
+    """
+
+    config: VattTextConfig
+    main_input_name = "input_ids"
+    input_modalities = ("text",)
+    base_model_prefix = "text_model"
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__(config)
+        self.embeddings = VattTextEmbeddings(config)
+        self.encoder = VattEncoder(config)
+        self.post_projection = (
+            nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.embeddings.word_embeddings = value
+
+    @property
+    def window_tokens(self) -> int | None:
+        """Tokens per window for long transcripts, or None when the whole transcript is encoded at once."""
+        config = self.config
+        if config.window_length is not None:
+            return config.window_length
+        if config.position_embedding_type == "absolute" and config.position_interpolation == "none":
+            return config.max_position_embeddings
+        return None
+
+    def _validate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        if input_ids.dim() != 2:
+            raise ValueError(f"`input_ids` must have shape (batch, length), got {tuple(input_ids.shape)}.")
+        if input_ids.is_floating_point() or input_ids.is_complex():
+            raise ValueError(f"`input_ids` must be integer token ids, got {input_ids.dtype}.")
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
+            raise ValueError(
+                f"Token ids must lie in [0, {self.config.vocab_size}); got ids in "
+                f"[{int(input_ids.min())}, {int(input_ids.max())}]. Is the tokenizer the model's own?"
+            )
+        if attention_mask is None:
+            return input_ids != self.config.pad_token_id
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"`attention_mask` {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
+            )
+        return attention_mask.bool()
+
+    def _encode(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
+    ) -> VattEncoderOutput:
+        embeddings, token_mask = self.embeddings(input_ids, mask)
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
+        )
+        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
+        if self.post_projection is not None:
+            hidden_states = F.gelu(self.post_projection(hidden_states))
+        return VattEncoderOutput(
+            last_hidden_state=hidden_states,
+            pooler_output=hidden_states[:, 0],
+            attention_mask=None if bool(token_mask.all()) else token_mask,
+        )
+
+    def _encode_windows(self, input_ids: torch.Tensor, mask: torch.Tensor, window: int) -> VattEncoderOutput:
+        """Encode a long transcript in windows of `window` tokens, `windows_per_batch` windows at a time."""
+        batch_size, length = input_ids.shape
+        spans = window_layout(length, window, self.config.window_overlap)
+        hop, pad = window - self.config.window_overlap, int(spans[-1, 0]) + window - length
+        window_ids = F.pad(input_ids, (0, pad)).unfold(1, window, hop).reshape(-1, window)
+        window_real = F.pad(mask, (0, pad), value=False).unfold(1, window, hop).reshape(-1, window)
+        window_weight = window_real.sum(-1).to(self.encoder.final_layer_norm.weight.dtype) / window
+        pooled = window_weight.new_zeros(window_ids.shape[0], self.config.output_size)
+        for chunk in window_weight.nonzero().squeeze(-1).split(self.config.windows_per_batch):
+            pooled[chunk] = self._encode(window_ids[chunk], window_real[chunk]).pooler_output
+        window_pooled = pooled.view(batch_size, spans.shape[0], -1)
+        window_weight = window_weight.view(batch_size, -1)
+        return VattEncoderOutput(
+            pooler_output=pool_windows(window_pooled, window_weight),
+            window_pooler_output=window_pooled,
+            window_spans=spans,
+            window_mask=window_weight,
+        )
+
+    @merge_with_config_defaults
+    @capture_outputs(tie_last_hidden_states=False)
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattEncoderOutput:
+        r"""
+        input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
+            Word ids from [`VattTokenizer`]; 0 is padding.
+        attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
+            1 for real tokens; defaults to `input_ids != 0`.
+        """
+        mask = self._validate(input_ids, attention_mask)
+        window = self.window_tokens
+        if window is not None and input_ids.shape[1] > window:
+            return self._encode_windows(input_ids, mask, window)
+        return self._encode(input_ids, mask, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Contrastive model
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class VattBridgeBlock(nn.Module):
+    """The original `va_to_vat` block: ReLU -> bias-free Linear -> BatchNorm."""
+
+    def __init__(self, in_features: int, out_features: int, eps: float):
+        super().__init__()
+        self.dense = nn.Linear(in_features, out_features, bias=False)
+        self.batch_norm = nn.BatchNorm1d(out_features, eps=eps, momentum=0.1)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.batch_norm(self.dense(F.relu(hidden_states)))
+
+
+class VattAudioBridgeProjection(nn.Module):
+    """
+    The original audio path into the text space: audio -> audio-video space (`audio_to_va`, the original `aud_to_va`)
+    -> `va_to_vat` into the video-audio-text space shared with text.
+    """
+
+    def __init__(self, config: VattConfig):
+        super().__init__()
+        self.audio_to_va = nn.Linear(config.audio_config.output_size, config.audio_video_projection_dim)
+        self.va_to_vat = VattBridgeBlock(
+            config.audio_video_projection_dim, config.projection_dim, config.batch_norm_eps
+        )
+
+    def forward(self, audio_features: torch.Tensor) -> torch.Tensor:
+        return self.va_to_vat(self.audio_to_va(audio_features))
+
+
+def _gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """All-gather along the batch with gradients flowing back to every process; returns the tensor and this rank."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return tensor, 0
+    if torch.distributed.get_world_size() == 1:
+        return tensor, 0
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(tensor), dim=0), torch.distributed.get_rank()
+
+
+def vatt_contrastive_loss(
+    audio_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    loss_type: str = "nce",
+    text_candidate_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """
+    Audio-text contrastive loss over the global batch (negatives gathered from all processes, with gradients).
+
+    `text_embeds` holds `K` candidate texts per clip (rows `i*K ... i*K+K-1` belong to clip `i`); `K > 1` gives
+    MIL-NCE (the positive score is the log-sum-exp over a clip's valid candidates). `"nce"` is VATT's NCE: one softmax
+    per clip over its similarities to every text and every audio's similarities to its texts. `"symmetric"` averages
+    an audio->text and a text->audio softmax (CLIP). `text_candidate_mask` `(batch, K)` marks empty candidates.
+    """
+    num_audio = audio_embeds.shape[0]
+    if num_audio == 0 or text_embeds.shape[0] % num_audio:
+        raise ValueError(
+            f"The loss needs the same number of texts for every clip: got {num_audio} clips and "
+            f"{text_embeds.shape[0]} texts."
+        )
+    num_candidates = text_embeds.shape[0] // num_audio
+    if text_candidate_mask is None:
+        text_candidate_mask = torch.ones(num_audio, num_candidates, dtype=torch.bool, device=audio_embeds.device)
+    elif text_candidate_mask.shape != (num_audio, num_candidates):
+        raise ValueError(f"`text_candidate_mask` must have shape {(num_audio, num_candidates)}.")
+    text_candidate_mask = text_candidate_mask.bool()
+    if not text_candidate_mask.any(-1).all():
+        raise ValueError("Every clip needs at least one valid text candidate.")
+
+    audio = F.normalize(audio_embeds.float(), dim=-1)
+    text = F.normalize(text_embeds.float(), dim=-1)
+    all_audio, rank = _gather_with_grad(audio)
+    all_text, _ = _gather_with_grad(text)
+    all_valid, _ = _gather_with_grad(text_candidate_mask.float())
+    all_valid = all_valid.bool().flatten()
+    scale = logit_scale.float().clamp(max=math.log(100.0)).exp()
+    neg_inf = torch.finfo(audio.dtype).min
+
+    audio_to_text = (scale * audio @ all_text.T).masked_fill(~all_valid, neg_inf)  # (local, global * K)
+    text_to_audio = scale * text @ all_audio.T  # (local * K, global)
+    own = rank * num_audio + torch.arange(num_audio, device=audio.device)
+    candidate_columns = own[:, None] * num_candidates + torch.arange(num_candidates, device=audio.device)
+    positives = audio_to_text.gather(1, candidate_columns)  # (local, K), invalid ones are -inf
+    positive_score = positives.logsumexp(-1)
+    text_to_own_audio = text_to_audio.view(num_audio, num_candidates, -1)
+    text_to_own_audio = text_to_own_audio.masked_fill(~text_candidate_mask.unsqueeze(-1), neg_inf)
+    if loss_type == "nce":
+        both_directions = torch.cat([audio_to_text, text_to_own_audio.flatten(1)], dim=1)
+        return (both_directions.logsumexp(-1) - positive_score).mean()
+    audio_loss = audio_to_text.logsumexp(-1) - positive_score
+    text_scores = text_to_audio.view(num_audio, num_candidates, -1)
+    text_loss = text_scores.logsumexp(-1) - text_scores.gather(
+        2, own.view(-1, 1, 1).expand(-1, num_candidates, 1)
+    ).squeeze(-1)
+    text_loss = (text_loss * text_candidate_mask).sum() / text_candidate_mask.sum()
+    return (audio_loss.mean() + text_loss) / 2
+
+
+class VattForContrastivePretraining(VattPreTrainedModel):
+    """
+    VATT audio and text towers with projections into one audio-text space, cosine logits and the contrastive loss.
+    `AutoModel` on a [`VattConfig`] returns this class.
+    """
+
+    config: VattConfig
+    main_input_name = "input_ids"
+
+    def __init__(self, config: VattConfig):
+        super().__init__(config)
+        self.audio_model = VattAudioModel._from_config(config.audio_config)
+        self.text_model = VattTextModel._from_config(config.text_config)
+        if config.modality_agnostic:
+            # One encoder shared by both modalities; saved once, under `audio_model.encoder`.
+            self.text_model.encoder = self.audio_model.encoder
+            self._tied_weights_keys = {r"text_model\.encoder\.": "audio_model.encoder."}
+        if config.projection_type == "bridge":
+            self.audio_projection = VattAudioBridgeProjection(config)
+        else:
+            self.audio_projection = nn.Linear(config.audio_config.output_size, config.projection_dim)
+        self.text_projection = nn.Linear(config.text_config.output_size, config.projection_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.post_init()
+        self.apply_parameter_freezing()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        if all_submodels or not self.config.modality_agnostic:
+            return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
+        names = [name for name, _ in self.audio_model.encoder.named_parameters(remove_duplicate=False)]
+        return {f"text_model.encoder.{name}": f"audio_model.encoder.{name}" for name in names}
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.text_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.text_model.set_input_embeddings(value)
+
+    def _project(self, projection: nn.Module, output: VattEncoderOutput) -> VattEncoderOutput:
+        """Replace the tower's pooled (and per-window) outputs by their projections."""
+        projected = projection(output.pooler_output)
+        windows = output.window_pooler_output
+        if windows is not None:
+            windows = projection(windows.flatten(0, 1)).view(*windows.shape[:2], -1)
+        return VattEncoderOutput(
+            last_hidden_state=output.last_hidden_state,
+            pooler_output=projected,
+            hidden_states=output.hidden_states,
+            attentions=output.attentions,
+            attention_mask=output.attention_mask,
+            window_pooler_output=windows,
+            window_spans=output.window_spans,
+            window_mask=output.window_mask,
+        )
+
+    @can_return_tuple
+    def get_audio_features(
+        self,
+        input_values: torch.Tensor,
+        audio_attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattEncoderOutput:
+        """Audio tower output whose `pooler_output` (and `window_pooler_output`) are projected, not normalised."""
+        output = self.audio_model(input_values=input_values, audio_attention_mask=audio_attention_mask, **kwargs)
+        return self._project(self.audio_projection, output)
+
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattEncoderOutput:
+        """Text tower output whose `pooler_output` (and `window_pooler_output`) are projected, not normalised."""
+        output = self.text_model(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        return self._project(self.text_projection, output)
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        input_values: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        text_candidate_mask: torch.Tensor | None = None,
+        return_loss: bool | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattContrastiveOutput:
+        r"""
+        input_ids, attention_mask: text inputs of [`VattTextModel`]. For the loss, clip `i` owns texts
+            `i*K ... i*K+K-1` (`K` texts per clip; `K > 1` gives MIL-NCE).
+        input_values, audio_attention_mask: audio inputs of [`VattAudioModel`].
+        text_candidate_mask (`torch.BoolTensor` of shape `(batch_size, K)`, *optional*): marks empty text candidates.
+        return_loss (`bool`, *optional*): compute the contrastive loss.
+        """
+        if input_ids is None or input_values is None:
+            raise ValueError("VattForContrastivePretraining needs both `input_values` (audio) and `input_ids` (text).")
+        audio_output = self.get_audio_features(input_values, audio_attention_mask, **kwargs)
+        text_output = self.get_text_features(input_ids, attention_mask, **kwargs)
+        audio_embeds, text_embeds = audio_output.pooler_output, text_output.pooler_output
+        scale = self.logit_scale.float().clamp(max=math.log(100.0)).exp()
+        logits_per_audio = (
+            scale * F.normalize(audio_embeds.float(), dim=-1) @ F.normalize(text_embeds.float(), dim=-1).T
+        )
+        loss = None
+        if return_loss:
+            loss = vatt_contrastive_loss(
+                audio_embeds, text_embeds, self.logit_scale, self.config.loss_type, text_candidate_mask
+            )
+        return VattContrastiveOutput(
+            loss=loss,
+            logits_per_audio=logits_per_audio,
+            logits_per_text=logits_per_audio.T,
+            audio_embeds=audio_embeds,
+            text_embeds=text_embeds,
+            audio_model_output=audio_output,
+            text_model_output=text_output,
+        )
+
+
+__all__ = [
+    "VattPreTrainedModel",
+    "VattAudioModel",
+    "VattTextModel",
+    "VattForContrastivePretraining",
+    "vatt_contrastive_loss",
+]
