@@ -1,0 +1,39 @@
+# One-command set-up: every target below creates/refreshes .venv and installs what it needs.
+# On a machine without an NVIDIA GPU the CPU build of torch is installed (no multi-GB CUDA download); set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu if your pip would otherwise pick a CUDA build.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+EXTRAS ?= dev,train,corpus,conversion
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench install clean
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then echo "torch already installed"; \
+	elif command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	else $(PY) -m pip install -q $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) "$(TORCH_SPEC)"; fi
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py
+
+test: $(VENV)/.installed
+	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(VENV)/.installed
+	$(PY) benchmarks/run_all.py --output benchmarks/RESULTS.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache
