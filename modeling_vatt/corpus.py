@@ -1,0 +1,425 @@
+"""Embedded long-form speech corpus: a shipped text manifest rendered offline into speech with espeak-ng.
+
+The package ships text only (`data/corpus_manifest.jsonl`: passages of CPython's `pydoc_data.topics`, PSF licence in
+`data/PSF_LICENSE.txt`, each with a voice, speaking rate, pitch and seed). `build_corpus` renders every passage with
+espeak-ng from the optional `espeakng-loader` wheel (`pip install vatt[corpus]`), writes 16-bit FLAC at espeak's native
+rate (22,050 Hz) with per-word start/end times, and saves a `datasets.DatasetDict` (train/validation/test) with
+`save_to_disk`. Rendering is bit-deterministic: each clip is synthesised in a fresh child process after `srand(seed)`,
+with voice variants that add no random breath noise.
+
+    python -m modeling_vatt.corpus build --out DIR [--size tiny|small|default] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import hashlib
+import json
+import multiprocessing
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+MANIFEST_PATH = Path(__file__).parent / "data" / "corpus_manifest.jsonl"
+CORPUS_SIZES = ("tiny", "small", "default")
+SPLITS = ("train", "validation", "test")
+# Voice variants verified to render bit-identically (no `breath` line); the flite voices are reserved for evaluation.
+VOICES = (
+    "en-us",
+    "en-us+m1",
+    "en-us+m3",
+    "en-us+m7",
+    "en-us+f1",
+    "en-us+f4",
+    "en-us+linda",
+    "en-us+belinda",
+    "en-gb-x-rp",
+    "en-gb-x-rp+m3",
+    "en-gb-x-rp+f4",
+    "en-gb-scotland+m1",
+    "en-029+f1",
+    "en-us-nyc+klatt",
+)
+_TINY_COUNTS = {"train": 2, "validation": 1, "test": 1}
+_SMALL_STRIDE = 4
+_ESPEAK_EVENT_WORD, _ESPEAK_EVENT_END = 1, 5
+_ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
+_INSTALL_HINT = "Rendering the corpus needs espeak-ng: `pip install espeakng-loader` (or `pip install vatt[corpus]`)."
+_FRAME_SECONDS = 0.01
+_SILENCE_RMS = 0.01
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One clip of the corpus manifest."""
+
+    id: str
+    split: str
+    source: str
+    text: str
+    voice: str
+    rate_wpm: int
+    pitch: int
+    seed: int
+
+
+def load_manifest(path: str | os.PathLike | None = None) -> list[Passage]:
+    """Reads a JSONL manifest (default: the shipped one) into `Passage` records."""
+    lines = Path(path or MANIFEST_PATH).read_text(encoding="utf-8").splitlines()
+    passages = [Passage(**json.loads(line)) for line in lines if line.strip()]
+    if not passages:
+        raise ValueError(f"The manifest {path or MANIFEST_PATH} holds no passages.")
+    bad_splits = {p.split for p in passages} - set(SPLITS)
+    if bad_splits:
+        raise ValueError(f"Manifest has unknown splits {sorted(bad_splits)}; expected {SPLITS}.")
+    return passages
+
+
+def select_passages(passages: list[Passage], size: str) -> list[Passage]:
+    """Picks the clips of a corpus size: `tiny` = the 2/1/1 shortest train/validation/test passages (for tests),
+    `small` = every 4th passage of each split, `default` = all."""
+    if size not in CORPUS_SIZES:
+        raise ValueError(f"Unknown corpus size {size!r}; choose one of {CORPUS_SIZES}.")
+    if size == "default":
+        return list(passages)
+    selected = []
+    for split in SPLITS:
+        in_split = [p for p in passages if p.split == split]
+        if size == "tiny":
+            in_split = sorted(in_split, key=lambda p: (len(p.text), p.id))[: _TINY_COUNTS[split]]
+        else:
+            in_split = in_split[::_SMALL_STRIDE]
+        selected.extend(in_split)
+    return selected
+
+
+def _clean_paragraph(paragraph: str) -> str | None:
+    """Turns one pydoc paragraph into speakable ASCII prose, or None when it is code, grammar or a heading."""
+    lines = paragraph.splitlines()
+    if not lines or lines[0].startswith(" ") or re.fullmatch(r"[*=\-]+", lines[-1].strip()):
+        return None
+    text = " ".join(line.strip() for line in lines)
+    if re.search(r"[{}\[\]<>=|\\]|::|\.\.\.|>>>", text):
+        return None
+    text = text.replace("\u2019", "'").replace("\u2018", "'").replace("\u201c", '"').replace("\u201d", '"')
+    text = text.replace('"', "").replace("*", "").replace("`", "")
+    text = text.encode("ascii", "ignore").decode()
+    words = [word for word in text.split() if any(char.isalnum() for char in word)]
+    return " ".join(words) if len(words) >= 8 else None
+
+
+def make_manifest(
+    min_words: int = 45, max_words: int = 300, split_fractions: tuple[float, float] = (0.8, 0.1), seed: int = 0
+) -> list[Passage]:
+    """Builds the corpus manifest from `pydoc_data.topics` (how the shipped manifest was made, with the defaults).
+
+    Clean prose paragraphs are concatenated in topic order and cut at paragraph boundaries into passages of
+    `min_words` to `max_words` words (a random target per passage); voices, rates, pitches and the fixed 80/10/10 split
+    come from a seeded generator.
+    """
+    from pydoc_data.topics import topics
+
+    rng = np.random.default_rng(seed)
+    chunks: list[tuple[str, str]] = []
+    words: list[str] = []
+    first_topic = None
+    target = int(rng.integers(min_words, max_words + 1))
+    for topic, doc in topics.items():
+        for paragraph in re.split(r"\n\s*\n", doc):
+            cleaned = _clean_paragraph(paragraph)
+            if cleaned is None:
+                continue
+            new_words = cleaned.split()
+            if words and len(words) + len(new_words) > max_words:
+                chunks.append((first_topic, " ".join(words)))
+                words, target = [], int(rng.integers(min_words, max_words + 1))
+            first_topic = first_topic if words else topic
+            words.extend(new_words[: max_words - len(words)])
+            if len(words) >= target:
+                chunks.append((first_topic, " ".join(words)))
+                words, target = [], int(rng.integers(min_words, max_words + 1))
+    if len(words) >= min_words:
+        chunks.append((first_topic, " ".join(words)))
+    order = rng.permutation(len(chunks))
+    num_train = round(split_fractions[0] * len(chunks))
+    num_validation = round(split_fractions[1] * len(chunks))
+    split_of = {int(i): "train" for i in order[:num_train]}
+    split_of.update({int(i): "validation" for i in order[num_train : num_train + num_validation]})
+    split_of.update({int(i): "test" for i in order[num_train + num_validation :]})
+    return [
+        Passage(
+            id=f"pydoc-{index:04d}",
+            split=split_of[index],
+            source=f"pydoc_data.topics:{topic}",
+            text=text,
+            voice=VOICES[int(rng.integers(len(VOICES)))],
+            rate_wpm=int(rng.integers(150, 191)),
+            pitch=int(rng.integers(35, 66)),
+            seed=index,
+        )
+        for index, (topic, text) in enumerate(chunks)
+    ]
+
+
+def write_manifest(passages: list[Passage], path: str | os.PathLike) -> None:
+    """Writes passages as JSON lines (the format `load_manifest` reads)."""
+    with open(path, "w", encoding="utf-8") as file:
+        for passage in passages:
+            file.write(json.dumps(asdict(passage), ensure_ascii=True) + "\n")
+
+
+class _EspeakEventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _EspeakEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EspeakEventId),
+    ]
+
+
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_EspeakEvent)
+)
+
+
+class EspeakSynthesizer:
+    """Minimal ctypes binding of libespeak-ng from the `espeakng-loader` wheel (synchronous mode, word events)."""
+
+    def __init__(self):
+        try:
+            import espeakng_loader
+        except ImportError as error:
+            raise ImportError(_INSTALL_HINT) from error
+        self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        self._lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        self._lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        self._lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        data_parent = os.path.dirname(espeakng_loader.get_data_path())
+        if len(data_parent) > 120:  # libespeak-ng truncates its data path at 160 bytes: use a short symlink
+            digest = hashlib.sha256(data_parent.encode()).hexdigest()[:16]
+            link = os.path.join(tempfile.gettempdir(), f"vatt-espeak-{digest}")
+            if not os.path.islink(link):
+                os.symlink(data_parent, link)
+            data_parent = link
+        self.sampling_rate = self._lib.espeak_Initialize(2, 0, data_parent.encode(), 0x8000)
+        if self.sampling_rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed for data folder {data_parent!r}.")
+        self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, int]] = []
+        self._callback = _SYNTH_CALLBACK(self._collect)
+        self._lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav, num_samples, events) -> int:
+        if num_samples > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(num_samples,)).copy())
+        index = 0
+        while events[index].type != 0:
+            event = events[index]
+            self._events.append((event.type, event.text_position, event.sample))
+            index += 1
+        return 0
+
+    def synthesize(self, text: str, voice: str, rate_wpm: int, pitch: int, seed: int):
+        """Returns int16 audio and the espeak events `(type, 1-based character position, sample)`."""
+        if not text.isascii():
+            raise ValueError("The synthesizer expects ASCII text (character positions are byte positions).")
+        ctypes.CDLL(None).srand(seed)
+        if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise ValueError(f"Unknown espeak voice {voice!r}.")
+        self._lib.espeak_SetParameter(_ESPEAK_RATE, rate_wpm, 0)
+        self._lib.espeak_SetParameter(_ESPEAK_PITCH, pitch, 0)
+        self._chunks, self._events = [], []
+        buffer = ctypes.create_string_buffer(text.encode())
+        self._lib.espeak_Synth(buffer, len(buffer), 0, 1, 0, 1, None, None)
+        self._lib.espeak_Synchronize()
+        return np.concatenate(self._chunks), list(self._events)
+
+
+def word_timings(
+    text: str, audio: np.ndarray, sampling_rate: int, events: list[tuple[int, int, int]]
+) -> tuple[list[str], list[float], list[float]]:
+    """Aligns the whitespace words of `text` with espeak's events.
+
+    A word starts at the first espeak word event inside it (words espeak gives no event get a start interpolated
+    between their neighbours). It ends at the next word start or clause end, pulled back over trailing silence
+    (10 ms frames with RMS below 0.01), so pauses between sentences lie outside every word span.
+    """
+    spans = [(match.start(), match.end()) for match in re.finditer(r"\S+", text)]
+    words = [text[start:end] for start, end in spans]
+    token_starts = np.array([start for start, _ in spans])
+    starts = np.full(len(words), np.nan)
+    clause_ends = []
+    for kind, position, sample in events:
+        if kind == _ESPEAK_EVENT_END:
+            clause_ends.append(sample)
+        elif kind == _ESPEAK_EVENT_WORD:
+            token = int(np.searchsorted(token_starts, position - 1, side="right")) - 1
+            if token >= 0 and np.isnan(starts[token]):
+                starts[token] = sample
+    known = ~np.isnan(starts)
+    if not known.any():
+        raise ValueError(f"espeak reported no word events for {text[:60]!r}.")
+    starts = np.interp(np.arange(len(words)), np.flatnonzero(known), starts[known])
+    starts = np.maximum.accumulate(starts)
+    boundaries = np.sort(np.concatenate([starts[1:], clause_ends, [len(audio)]]))
+    frame = int(_FRAME_SECONDS * sampling_rate)
+    ends = []
+    for start in starts:
+        boundary = (
+            int(boundaries[np.searchsorted(boundaries, start, side="right")]) if start < len(audio) else len(audio)
+        )
+        end = boundary
+        while end - frame > start and np.sqrt(np.mean(audio[end - frame : end] ** 2)) < _SILENCE_RMS:
+            end -= frame
+        ends.append(end)
+    return words, (starts / sampling_rate).tolist(), (np.array(ends) / sampling_rate).tolist()
+
+
+def render_passage(passage: Passage, audio_dir: str | os.PathLike) -> dict:
+    """Synthesises one passage into `<audio_dir>/<id>.flac` (16-bit, espeak's rate) and returns its dataset row."""
+    import soundfile as sf
+
+    synthesizer = EspeakSynthesizer()
+    samples, events = synthesizer.synthesize(
+        passage.text, passage.voice, passage.rate_wpm, passage.pitch, passage.seed
+    )
+    rate = synthesizer.sampling_rate
+    words, starts, ends = word_timings(passage.text, samples.astype(np.float32) / 32768.0, rate, events)
+    path = os.path.join(os.fspath(audio_dir), f"{passage.id}.flac")
+    sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+    return {
+        "id": passage.id,
+        "audio": path,
+        "text": passage.text,
+        "words": words,
+        "word_starts": starts,
+        "word_ends": ends,
+        "duration": len(samples) / rate,
+        "sampling_rate": rate,
+        "voice": passage.voice,
+        "rate_wpm": passage.rate_wpm,
+        "pitch": passage.pitch,
+        "seed": passage.seed,
+        "source": passage.source,
+    }
+
+
+def _render_in_child(task: tuple[Passage, str]) -> dict:
+    return render_passage(*task)
+
+
+def _espeak_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("espeakng-loader")
+    except PackageNotFoundError as error:
+        raise ImportError(_INSTALL_HINT) from error
+
+
+def build_corpus(
+    out_dir: str | os.PathLike,
+    size: str = "default",
+    force: bool = False,
+    num_workers: int | None = None,
+    manifest_path: str | os.PathLike | None = None,
+    show_progress: bool = True,
+):
+    """Renders the corpus into `out_dir` (`audio/*.flac`, `dataset/` from `save_to_disk`) and returns the
+    `DatasetDict`. A second call with the same size and manifest only loads the cached dataset unless `force`."""
+    from datasets import Audio, Dataset, DatasetDict, load_from_disk
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    passages = select_passages(load_manifest(manifest_path), size)
+    manifest_digest = hashlib.sha256(json.dumps([asdict(p) for p in passages]).encode()).hexdigest()
+    build_info = {"size": size, "manifest_sha256": manifest_digest}
+    info_path, dataset_dir, audio_dir = out_dir / "build_info.json", out_dir / "dataset", out_dir / "audio"
+    if not force and info_path.exists() and dataset_dir.exists():
+        cached_info = json.loads(info_path.read_text())
+        if {key: cached_info.get(key) for key in build_info} == build_info:
+            return load_from_disk(str(dataset_dir))
+    build_info["espeakng_loader"] = _espeak_version()
+    info_path.unlink(missing_ok=True)
+    shutil.rmtree(audio_dir, ignore_errors=True)
+    audio_dir.mkdir(parents=True)
+
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    num_workers = num_workers or min(len(passages), os.cpu_count() or 1)
+    tasks = [(passage, str(audio_dir)) for passage in passages]
+    with multiprocessing.get_context(method).Pool(num_workers, maxtasksperchild=1) as pool:
+        rows = list(
+            tqdm(
+                pool.imap(_render_in_child, tasks),
+                total=len(tasks),
+                desc=f"Rendering {size} corpus",
+                unit="clip",
+                disable=not show_progress,
+            )
+        )
+    split_of = {passage.id: passage.split for passage in passages}
+    corpus = DatasetDict()
+    for split in SPLITS:
+        split_rows = [row for row in rows if split_of[row["id"]] == split]
+        if not split_rows:
+            continue
+        columns = {name: [row[name] for row in split_rows] for name in rows[0]}
+        corpus[split] = Dataset.from_dict(columns).cast_column("audio", Audio(decode=False))
+    staging_dir = out_dir / "dataset.tmp"
+    shutil.rmtree(staging_dir, ignore_errors=True)
+    corpus.save_to_disk(str(staging_dir))
+    shutil.rmtree(dataset_dir, ignore_errors=True)
+    staging_dir.rename(dataset_dir)
+    info_path.write_text(json.dumps(build_info, indent=1))
+    return load_from_disk(str(dataset_dir))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m modeling_vatt.corpus", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="render the corpus into speech and save the dataset")
+    build.add_argument("--out", required=True, help="output folder (audio/, dataset/, build_info.json)")
+    build.add_argument("--size", choices=CORPUS_SIZES, default="default")
+    build.add_argument("--force", action="store_true", help="render again even when the cache matches")
+    build.add_argument("--num_workers", type=int, default=None, help="rendering processes (default: CPU count)")
+    manifest = commands.add_parser("manifest", help="regenerate the manifest from pydoc_data.topics")
+    manifest.add_argument("--out", default=str(MANIFEST_PATH))
+    args = parser.parse_args(argv)
+    if args.command == "manifest":
+        passages = make_manifest()
+        write_manifest(passages, args.out)
+        print(f"Wrote {len(passages)} passages to {args.out}")
+        return
+    corpus = build_corpus(args.out, size=args.size, force=args.force, num_workers=args.num_workers)
+    for split, dataset in corpus.items():
+        hours = sum(dataset["duration"]) / 3600
+        print(f"{split}: {dataset.num_rows} clips, {hours:.2f} h")
+    print(f"Saved to {Path(args.out) / 'dataset'}")
+
+
+if __name__ == "__main__":
+    main()

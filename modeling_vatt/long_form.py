@@ -1,0 +1,309 @@
+"""Training pairs from long recordings: audio windows with the transcript words spoken inside them.
+
+Alignment rule: a word belongs to a time span when its midpoint `(start + end) / 2` lies in `[span_start, span_end)`,
+so every word of a recording belongs to exactly one of a sequence of adjacent windows.
+
+Recordings without word timings get proportional timings by default (`untimed="proportional"`): each word is given a
+slice of the recording proportional to its character count (plus one for the following space), which assumes a steady
+speaking rate. With `untimed="whole"` the whole transcript is paired with a random window instead, and neighbour
+candidates are left empty.
+
+Recordings shorter than the window follow the feature extractor's `pad_mode`: `"zeros"` pads with silence marked 0 in
+`audio_attention_mask`; `"loop"` tiles the recording to fill the window (all marked real) and pairs it with the whole
+transcript.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .data import AudioDecodeError, SkipCounter, audio_frames, read_audio_span
+from .feature_extraction_vatt import resampled_length
+
+DEFAULT_WINDOW_SAMPLES = 1200 * 128
+DEFAULT_SAMPLING_RATE = 48_000
+PAD_MODES = ("zeros", "loop")
+UNTIMED_MODES = ("proportional", "whole")
+
+
+@dataclass
+class LongFormPair:
+    """One training pair: an audio window, its mask, and K text candidates (index 0 = the window's own words,
+    then the neighbouring windows' words in the order +1, -1, +2, -2, ...; an empty string means no candidate)."""
+
+    input_values: np.ndarray
+    audio_attention_mask: np.ndarray
+    texts: list[str]
+    start: float
+    end: float
+
+
+def estimate_word_timings(words: Sequence[str], duration: float) -> tuple[np.ndarray, np.ndarray]:
+    """Spreads `words` over `duration` seconds in proportion to their character counts (steady speaking rate)."""
+    weights = np.array([len(word) + 1 for word in words], dtype=np.float64)
+    edges = np.concatenate([[0.0], np.cumsum(weights)]) * (duration / max(weights.sum(), 1.0))
+    return edges[:-1], edges[1:]
+
+
+def words_in_span(
+    word_starts: Sequence[float], word_ends: Sequence[float], span_start: float, span_end: float
+) -> np.ndarray:
+    """Indices of the words whose midpoint lies in `[span_start, span_end)`."""
+    midpoints = (np.asarray(word_starts, dtype=np.float64) + np.asarray(word_ends, dtype=np.float64)) / 2
+    return np.flatnonzero((midpoints >= span_start) & (midpoints < span_end))
+
+
+def text_for_span(
+    words: Sequence[str], word_starts: Sequence[float], word_ends: Sequence[float], span_start: float, span_end: float
+) -> str:
+    """The words spoken in `[span_start, span_end)` seconds, joined by spaces (e.g. to show a found moment)."""
+    return " ".join(words[index] for index in words_in_span(word_starts, word_ends, span_start, span_end))
+
+
+class LongFormPairSampler:
+    """Draws `(audio window, words inside it, neighbouring segments)` pairs from decoded long recordings.
+
+    Args:
+        window_samples: window length in samples (default 1,200 patches of 128 samples = 3.2 s at 48 kHz).
+        sampling_rate: rate of the decoded audio and of `window_samples`.
+        num_neighbor_segments: extra positive text candidates for MIL-NCE, taken from the adjacent windows after and
+            before the drawn one (alternating, nearest first). Candidates beyond the recording are empty strings.
+        pad_mode: `"zeros"` or `"loop"` for recordings shorter than the window (see the module docstring).
+        untimed: `"proportional"` or `"whole"` for recordings without word timings (see the module docstring).
+    """
+
+    def __init__(
+        self,
+        window_samples: int = DEFAULT_WINDOW_SAMPLES,
+        sampling_rate: int = DEFAULT_SAMPLING_RATE,
+        num_neighbor_segments: int = 0,
+        pad_mode: str = "zeros",
+        untimed: str = "proportional",
+    ):
+        if window_samples <= 0 or sampling_rate <= 0 or num_neighbor_segments < 0:
+            raise ValueError(
+                "window_samples and sampling_rate must be positive and num_neighbor_segments non-negative, got "
+                f"{window_samples}, {sampling_rate}, {num_neighbor_segments}."
+            )
+        if pad_mode not in PAD_MODES:
+            raise ValueError(f"`pad_mode` must be one of {PAD_MODES}, got {pad_mode!r}.")
+        if untimed not in UNTIMED_MODES:
+            raise ValueError(f"`untimed` must be one of {UNTIMED_MODES}, got {untimed!r}.")
+        self.window_samples = window_samples
+        self.sampling_rate = sampling_rate
+        self.num_neighbor_segments = num_neighbor_segments
+        self.pad_mode = pad_mode
+        self.untimed = untimed
+
+    @property
+    def num_candidates(self) -> int:
+        return 1 + self.num_neighbor_segments
+
+    @property
+    def window_seconds(self) -> float:
+        return self.window_samples / self.sampling_rate
+
+    def _pairs_whole_transcript(self, word_starts, word_ends) -> bool:
+        return self.untimed == "whole" and (word_starts is None or word_ends is None)
+
+    def _timings(self, text, words, word_starts, word_ends, duration):
+        if words is None:
+            if text is None:
+                raise ValueError("Give the transcript as `text` or `words`.")
+            words = text.split()
+        if word_starts is None or word_ends is None:
+            word_starts, word_ends = estimate_word_timings(words, duration)
+        if not len(words) == len(word_starts) == len(word_ends):
+            raise ValueError(
+                f"words, word_starts and word_ends differ in length: {len(words)}, {len(word_starts)}, "
+                f"{len(word_ends)}."
+            )
+        return list(words), np.asarray(word_starts, dtype=np.float64), np.asarray(word_ends, dtype=np.float64)
+
+    def draw_start(
+        self,
+        num_samples: int,
+        rng: np.random.Generator,
+        text: str | None = None,
+        words: Sequence[str] | None = None,
+        word_starts: Sequence[float] | None = None,
+        word_ends: Sequence[float] | None = None,
+    ) -> int:
+        """Draws a window start uniformly over a recording of `num_samples` (0 when it is shorter than the window).
+        If the window holds no word midpoint (e.g. a long pause), it is re-centred on a randomly chosen word."""
+        max_start = max(num_samples - self.window_samples, 0)
+        start = int(rng.integers(max_start + 1))
+        if max_start == 0 or self._pairs_whole_transcript(word_starts, word_ends):
+            return start
+        words, starts, ends = self._timings(text, words, word_starts, word_ends, num_samples / self.sampling_rate)
+        span_start = start / self.sampling_rate
+        if not words or len(words_in_span(starts, ends, span_start, span_start + self.window_seconds)):
+            return start
+        index = int(rng.integers(len(words)))
+        centre = (starts[index] + ends[index]) / 2 * self.sampling_rate
+        return int(np.clip(round(centre - self.window_samples / 2), 0, max_start))
+
+    def pair_for_window(
+        self,
+        piece: np.ndarray,
+        start_sample: int,
+        num_samples: int,
+        text: str | None = None,
+        words: Sequence[str] | None = None,
+        word_starts: Sequence[float] | None = None,
+        word_ends: Sequence[float] | None = None,
+    ) -> LongFormPair:
+        """Builds the pair from the audio `piece` that starts at `start_sample` of a recording of `num_samples`
+        (the piece is shorter than the window only at the end of the recording; it is padded per `pad_mode`)."""
+        piece = np.asarray(piece)
+        if piece.ndim != 1 or len(piece) == 0:
+            raise ValueError(f"Expected a non-empty mono recording [samples], got shape {piece.shape}.")
+        duration = num_samples / self.sampling_rate
+        words, starts, ends = self._timings(text, words, word_starts, word_ends, duration)
+        mask = np.ones(self.window_samples, dtype=np.int32)
+        piece = piece[: self.window_samples].astype(np.float32)
+        looped = self.pad_mode == "loop" and len(piece) < self.window_samples
+        if looped:
+            piece = np.resize(piece, self.window_samples)
+        else:
+            mask[len(piece) :] = 0
+            piece = np.pad(piece, (0, self.window_samples - len(piece)))
+        span_start = start_sample / self.sampling_rate
+        if (looped and num_samples < self.window_samples) or self._pairs_whole_transcript(word_starts, word_ends):
+            texts = [" ".join(words)] + [""] * self.num_neighbor_segments
+        else:
+            offsets = [0] + [(k // 2 + 1) * (-1) ** k for k in range(self.num_neighbor_segments)]
+            texts = []
+            for offset in offsets:
+                candidate_start = span_start + offset * self.window_seconds
+                candidate_end = candidate_start + self.window_seconds
+                in_recording = candidate_start < duration and candidate_end > 0
+                texts.append(
+                    text_for_span(words, starts, ends, candidate_start, candidate_end) if in_recording else ""
+                )
+        return LongFormPair(piece, mask, texts, span_start, min(span_start + self.window_seconds, duration))
+
+    def pair_at(
+        self,
+        audio: np.ndarray,
+        start_sample: int,
+        text: str | None = None,
+        words: Sequence[str] | None = None,
+        word_starts: Sequence[float] | None = None,
+        word_ends: Sequence[float] | None = None,
+    ) -> LongFormPair:
+        """The pair for the window of a decoded recording starting at `start_sample`."""
+        audio = np.asarray(audio)
+        if audio.ndim != 1:
+            raise ValueError(f"Expected a non-empty mono recording [samples], got shape {audio.shape}.")
+        piece = audio[start_sample : start_sample + self.window_samples]
+        return self.pair_for_window(piece, start_sample, len(audio), text, words, word_starts, word_ends)
+
+    def sample(
+        self,
+        audio: np.ndarray,
+        rng: np.random.Generator,
+        text: str | None = None,
+        words: Sequence[str] | None = None,
+        word_starts: Sequence[float] | None = None,
+        word_ends: Sequence[float] | None = None,
+    ) -> LongFormPair:
+        """A random pair from a decoded recording (window drawn with `draw_start`)."""
+        start = self.draw_start(len(audio), rng, text, words, word_starts, word_ends)
+        return self.pair_at(audio, start, text, words, word_starts, word_ends)
+
+    def windows(
+        self,
+        audio: np.ndarray,
+        text: str | None = None,
+        words: Sequence[str] | None = None,
+        word_starts: Sequence[float] | None = None,
+        word_ends: Sequence[float] | None = None,
+    ) -> list[LongFormPair]:
+        """All adjacent windows covering the recording in order (the last one padded), for segment-level evaluation."""
+        return [
+            self.pair_at(audio, start, text, words, word_starts, word_ends)
+            for start in range(0, max(len(audio), 1), self.window_samples)
+        ]
+
+
+class LongFormPairDataset(torch.utils.data.Dataset):
+    """Map-style training pairs from a standard speech dataset (columns `audio` with `Audio(decode=False)`, `text`,
+    optional `words`/`word_starts`/`word_ends`, as the `modeling_vatt.data` loaders return).
+
+    Item `i` draws a window from recording `i` with a generator seeded by `(seed, epoch, i)`, so the pairs do not depend
+    on worker or process layout and a resumed run sees the same pairs. Only the window is decoded (a seek into the
+    file, soxr to `sampler.sampling_rate`). Rows with unreadable or empty audio or an empty transcript are checked once
+    when the dataset is built, skipped and counted in `skips`.
+    """
+
+    def __init__(self, dataset, sampler: LongFormPairSampler, seed: int = 0, skips: SkipCounter | None = None):
+        self.dataset = dataset
+        self.sampler = sampler
+        self.seed = seed
+        self.epoch = 0
+        self.skips = skips if skips is not None else SkipCounter()
+        self.rows, self.num_samples = [], []
+        for index, row in enumerate(dataset.select_columns(["audio", "text"])):
+            audio, text = row["audio"], row["text"]
+            item = f"row {index} ({audio.get('path')})"
+            if not str(text or "").strip():
+                self.skips.add("empty transcript", item)
+                continue
+            try:
+                frames, rate = audio_frames(audio)
+            except AudioDecodeError as error:
+                self.skips.add(error.reason, item)
+                continue
+            self.rows.append(index)
+            self.num_samples.append(resampled_length(frames, rate, sampler.sampling_rate))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> LongFormPair:
+        row = self.dataset[self.rows[index]]
+        timings = {name: row.get(name) for name in ("words", "word_starts", "word_ends")}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        num_samples = self.num_samples[index]
+        start = self.sampler.draw_start(num_samples, rng, row["text"], **timings)
+        piece = read_audio_span(row["audio"], start, self.sampler.window_samples, self.sampler.sampling_rate)
+        return self.sampler.pair_for_window(piece, start, num_samples, row["text"], **timings)
+
+
+def collate_long_form_pairs(
+    pairs: Sequence[LongFormPair], tokenizer: Callable, max_text_length: int | None = None
+) -> dict[str, torch.Tensor]:
+    """Stacks pairs into model inputs.
+
+    Returns `input_values [B, S]` (float32), `audio_attention_mask [B, S]`, `input_ids [B*K, L]` and
+    `attention_mask [B*K, L]` (row `b*K + k` is candidate `k` of pair `b`), and `text_candidate_mask [B, K]` (1 where
+    the candidate text is non-empty; empty candidates are still tokenized, e.g. to special tokens only, and must be
+    excluded from the loss with this mask). `tokenizer(texts, padding=True, return_tensors="pt", ...)` must return
+    `input_ids` and `attention_mask`, as transformers tokenizers do.
+    """
+    if not pairs:
+        raise ValueError("Cannot collate an empty list of pairs.")
+    num_candidates = {len(pair.texts) for pair in pairs}
+    lengths = {len(pair.input_values) for pair in pairs}
+    if len(num_candidates) != 1 or len(lengths) != 1:
+        raise ValueError(
+            f"All pairs need the same window length and candidate count, got {lengths} and {num_candidates}."
+        )
+    texts = [text for pair in pairs for text in pair.texts]
+    truncation = {"truncation": True, "max_length": max_text_length} if max_text_length is not None else {}
+    encoded = tokenizer(texts, padding=True, return_tensors="pt", **truncation)
+    return {
+        "input_values": torch.from_numpy(np.stack([pair.input_values for pair in pairs])),
+        "audio_attention_mask": torch.from_numpy(np.stack([pair.audio_attention_mask for pair in pairs])),
+        "input_ids": encoded["input_ids"],
+        "attention_mask": encoded["attention_mask"],
+        "text_candidate_mask": torch.tensor([[int(bool(text.strip())) for text in pair.texts] for pair in pairs]),
+    }

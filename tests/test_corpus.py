@@ -1,0 +1,115 @@
+"""The embedded corpus: shipped manifest, deterministic espeak-ng rendering, word timings that match the audio."""
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+from datasets import Audio, load_from_disk
+
+from modeling_vatt.corpus import (
+    VOICES,
+    build_corpus,
+    load_manifest,
+    main,
+    make_manifest,
+    select_passages,
+)
+from modeling_vatt.data import decode_audio, load_speech_dataset
+from modeling_vatt.long_form import LongFormPairSampler
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corpus")
+    main(["build", "--out", str(out), "--size", "tiny"])
+    return out
+
+
+def file_digests(folder):
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in sorted(folder.glob("*.flac"))}
+
+
+def test_shipped_manifest():
+    passages = load_manifest()
+    assert 150 <= len(passages) <= 300
+    assert len({p.id for p in passages}) == len(passages)
+    assert all(p.source.startswith("pydoc_data.topics:") for p in passages)  # no reserved evaluation text
+    assert {p.voice for p in passages} <= set(VOICES)
+    counts = {split: sum(p.split == split for p in passages) for split in ("train", "validation", "test")}
+    assert counts["train"] > 0.75 * len(passages) and min(counts.values()) >= 10
+    assert all(45 <= len(p.text.split()) <= 300 and p.text.isascii() for p in passages)
+    assert [len(select_passages(passages, size)) for size in ("tiny", "small")] == [4, 39]
+    with pytest.raises(ValueError, match="Unknown corpus size"):
+        select_passages(passages, "huge")
+
+
+def test_manifest_generator_keeps_prose_only():
+    passages = make_manifest(min_words=45, max_words=120)
+    assert all(len(p.text.split()) <= 120 for p in passages)
+    assert not any(symbol in p.text for p in passages for symbol in ("::", ">>>", "{", "="))
+
+
+def test_render_is_deterministic(tiny_corpus, tmp_path):
+    rebuilt = tmp_path / "again"
+    build_corpus(rebuilt, size="tiny", show_progress=False)
+    first, second = file_digests(tiny_corpus / "audio"), file_digests(rebuilt / "audio")
+    assert len(first) == 4 and first == second
+
+
+def test_second_build_is_cached(tiny_corpus):
+    before = {path: path.stat().st_mtime_ns for path in tiny_corpus.rglob("*") if path.is_file()}
+    corpus = build_corpus(tiny_corpus, size="tiny", show_progress=False)
+    assert {path: path.stat().st_mtime_ns for path in tiny_corpus.rglob("*") if path.is_file()} == before
+    assert corpus.num_rows == {"train": 2, "validation": 1, "test": 1}
+
+
+def test_dataset_schema_and_decoding(tiny_corpus):
+    corpus = load_from_disk(str(tiny_corpus / "dataset"))
+    row = corpus["train"][0]
+    assert corpus["train"].features["audio"] == Audio(decode=False)
+    assert row["sampling_rate"] == 22050 and row["voice"] in VOICES and 150 <= row["rate_wpm"] <= 190
+    info = sf.info(io.BytesIO(row["audio"]["bytes"]))
+    assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 22050, 1)
+    waveform = decode_audio(row["audio"], sampling_rate=48000)
+    assert waveform.dtype == np.float32 and abs(len(waveform) / 48000 - row["duration"]) < 1e-3
+    assert row["duration"] > 15
+
+
+def test_word_timings_match_the_audio(tiny_corpus):
+    corpus = load_from_disk(str(tiny_corpus / "dataset"))
+    word_energy, pause_energy = [], []
+    for split in corpus.values():
+        for row in split:
+            audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+            starts, ends = np.array(row["word_starts"]), np.array(row["word_ends"])
+            assert row["words"] == row["text"].split()
+            assert starts[0] >= 0 and ends[-1] <= len(audio) / rate
+            assert np.all(ends > starts) and np.all(starts[1:] >= ends[:-1])
+            next_starts = np.r_[starts[1:], len(audio) / rate]
+            for word, start, end, next_start in zip(row["words"], starts, ends, next_starts):
+                word_energy.append(np.sqrt(np.mean(audio[int(start * rate) : int(end * rate)] ** 2)))
+                if word.endswith(".") and next_start - end > 0.05:  # the pause after a sentence
+                    pause = audio[int(end * rate) : int(next_start * rate)]
+                    pause_energy.append(np.sqrt(np.mean(pause**2)))
+    assert len(pause_energy) >= 4
+    assert np.median(word_energy) > 20 * np.median(pause_energy)
+    assert np.percentile(word_energy, 5) > np.percentile(pause_energy, 95)
+
+
+def test_corpus_feeds_the_long_form_sampler(tiny_corpus):
+    corpus = load_speech_dataset(tiny_corpus / "dataset")
+    row = corpus["test"][0]
+    sampler = LongFormPairSampler(num_neighbor_segments=2)
+    pair = sampler.pair_at(
+        decode_audio(row["audio"]),
+        48000 * 4,
+        words=row["words"],
+        word_starts=row["word_starts"],
+        word_ends=row["word_ends"],
+    )
+    spoken = [w for w, s, e in zip(row["words"], row["word_starts"], row["word_ends"]) if 4.0 <= (s + e) / 2 < 7.2]
+    assert pair.texts[0] == " ".join(spoken) and len(spoken) >= 5
+    assert pair.texts[1] and pair.texts[2]
+    assert np.sqrt(np.mean(pair.input_values**2)) > 0.02
