@@ -1,15 +1,26 @@
 """VATT audio and text towers for transformers, adapted to long-form speech."""
 
-from transformers import AutoConfig, AutoModel
+from transformers import (
+    AutoConfig,
+    AutoFeatureExtractor,
+    AutoModel,
+    AutoModelForAudioClassification,
+    AutoProcessor,
+    AutoTokenizer,
+)
 
 from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
+from .feature_extraction_vatt import VattFeatureExtractor
 from .modeling_vatt import (
     VattAudioModel,
+    VattForAudioClassification,
     VattForContrastivePretraining,
     VattPreTrainedModel,
     VattTextModel,
     vatt_contrastive_loss,
 )
+from .processing_vatt import VattProcessor
+from .tokenization_vatt import VattTokenizer
 
 for _config in (VattConfig, VattAudioConfig, VattTextConfig):
     AutoConfig.register(_config.model_type, _config, exist_ok=True)
@@ -19,6 +30,14 @@ AutoModel.register(VattAudioConfig, VattAudioModel, exist_ok=True)
 AutoModel.register(VattTextConfig, VattTextModel, exist_ok=True)
 for _model in (VattForContrastivePretraining, VattAudioModel, VattTextModel):
     _model.register_for_auto_class("AutoModel")
+AutoModelForAudioClassification.register(VattAudioConfig, VattForAudioClassification, exist_ok=True)
+VattForAudioClassification.register_for_auto_class("AutoModelForAudioClassification")
+AutoFeatureExtractor.register(VattConfig, VattFeatureExtractor, exist_ok=True)
+AutoTokenizer.register(VattConfig, tokenizer_class=VattTokenizer, exist_ok=True)
+AutoProcessor.register(VattConfig, VattProcessor, exist_ok=True)
+VattFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+VattTokenizer.register_for_auto_class("AutoTokenizer")
+VattProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "VattAudioConfig",
@@ -28,5 +47,9 @@ __all__ = [
     "VattAudioModel",
     "VattTextModel",
     "VattForContrastivePretraining",
+    "VattForAudioClassification",
     "vatt_contrastive_loss",
+    "VattFeatureExtractor",
+    "VattTokenizer",
+    "VattProcessor",
 ]

@@ -77,6 +77,13 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
         window_overlap: patches shared by consecutive windows.
         windows_per_batch: windows encoded at once; bounds peak memory for any recording length.
         long_input_mode: `"window"` (default) or `"full"` (one attention over the whole input; needs interpolation).
+        classifier_head: head of [`VattForAudioClassification`]: `"linear"` (a plain Linear, default) or
+            `"original"` (the original fine-tuning head: dropout, then a Linear whose bias starts at
+            `-log(num_labels - 1)`, trained multi-label with sigmoid cross-entropy).
+        classifier_dropout: dropout on the pooled output before the classifier.
+        window_logits_aggregation: how [`VattForAudioClassification`] combines the per-window logits of a long
+            (windowed) recording: `"mean"` (mean of the logits weighted by each window's real-content share, as
+            the original averaged test-clip logits) or `"max"` (per-class maximum over the windows).
     """
 
     model_type = "vatt_audio_model"
@@ -119,11 +126,16 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
     window_overlap: int = 0
     windows_per_batch: int = 16
     long_input_mode: str = "window"
+    classifier_head: str = "linear"
+    classifier_dropout: float = 0.0
+    window_logits_aggregation: str = "mean"
 
     def __post_init__(self, **kwargs):
         _check_choice("position_interpolation", self.position_interpolation, POSITION_INTERPOLATIONS)
         _check_choice("position_interpolation_length", self.position_interpolation_length, INTERPOLATION_LENGTHS)
         _check_choice("long_input_mode", self.long_input_mode, ("window", "full"))
+        _check_choice("classifier_head", self.classifier_head, ("linear", "original"))
+        _check_choice("window_logits_aggregation", self.window_logits_aggregation, ("mean", "max"))
         if not 0.0 <= self.drop_token_rate < 1.0:
             raise ValueError(f"`drop_token_rate` must be in [0, 1), got {self.drop_token_rate}.")
         if self.window_length is not None and not 0 < self.window_length <= self.max_position_embeddings:

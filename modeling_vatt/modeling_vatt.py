@@ -570,7 +570,38 @@ def stitch_windows(window_states: torch.Tensor, spans: torch.Tensor, length: int
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-class VattAudioModel(VattPreTrainedModel):
+class VattTowerModel(VattPreTrainedModel):
+    """Embeddings -> encoder -> optional GELU post-projection; the AGG output (index 0) is the pooled output."""
+
+    embeddings_class: type[nn.Module]
+
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__(config)
+        self.embeddings = self.embeddings_class(config)
+        self.encoder = VattEncoder(config)
+        self.post_projection = (
+            nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
+        )
+        self.post_init()
+
+    def _encode(
+        self, inputs: torch.Tensor, mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+    ) -> VattEncoderOutput:
+        embeddings, token_mask = self.embeddings(inputs, mask)
+        if token_mask is not None and bool(token_mask.all()):
+            token_mask = None
+        attention_mask = create_bidirectional_mask(
+            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
+        )
+        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
+        if self.post_projection is not None:
+            hidden_states = F.gelu(self.post_projection(hidden_states))
+        return VattEncoderOutput(
+            last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0], attention_mask=token_mask
+        )
+
+
+class VattAudioModel(VattTowerModel):
     """
     The VATT waveform transformer (WaT). Inputs are 48 kHz mono waveforms `(batch, samples)`; an optional
     sample-level `audio_attention_mask` marks real samples in a padded batch. Inputs longer than the position table
@@ -581,15 +612,7 @@ class VattAudioModel(VattPreTrainedModel):
     main_input_name = "input_values"
     input_modalities = ("audio",)
     base_model_prefix = "audio_model"
-
-    def __init__(self, config: VattAudioConfig):
-        super().__init__(config)
-        self.embeddings = VattAudioEmbeddings(config)
-        self.encoder = VattEncoder(config)
-        self.post_projection = (
-            nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
-        )
-        self.post_init()
+    embeddings_class = VattAudioEmbeddings
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
@@ -624,20 +647,6 @@ class VattAudioModel(VattPreTrainedModel):
         if not patch_mask.any(-1).all():
             raise ValueError("Every audio item needs at least one patch of real samples; got an empty item.")
         return None if patch_mask.all() else patch_mask
-
-    def _encode(
-        self, input_values: torch.Tensor, patch_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
-    ) -> VattEncoderOutput:
-        embeddings, token_mask = self.embeddings(input_values, patch_mask)
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
-        )
-        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
-        if self.post_projection is not None:
-            hidden_states = F.gelu(self.post_projection(hidden_states))
-        return VattEncoderOutput(
-            last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0], attention_mask=token_mask
-        )
 
     def _encode_windows(
         self, input_values: torch.Tensor, patch_mask: torch.Tensor | None, return_window_features: bool
@@ -714,7 +723,7 @@ class VattAudioModel(VattPreTrainedModel):
         return self._encode(input_values, patch_mask, **kwargs)
 
 
-class VattTextModel(VattPreTrainedModel):
+class VattTextModel(VattTowerModel):
     """
     The VATT text tower: the original T5-style encoder (`position_embedding_type="relative"`) or the text path of the
     modality-agnostic model (`"absolute"`). Id 0 is padding; `attention_mask` defaults to `input_ids != 0`.
@@ -724,15 +733,7 @@ class VattTextModel(VattPreTrainedModel):
     main_input_name = "input_ids"
     input_modalities = ("text",)
     base_model_prefix = "text_model"
-
-    def __init__(self, config: VattTextConfig):
-        super().__init__(config)
-        self.embeddings = VattTextEmbeddings(config)
-        self.encoder = VattEncoder(config)
-        self.post_projection = (
-            nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
-        )
-        self.post_init()
+    embeddings_class = VattTextEmbeddings
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.word_embeddings
@@ -767,22 +768,6 @@ class VattTextModel(VattPreTrainedModel):
                 f"`attention_mask` {tuple(attention_mask.shape)} must match `input_ids` {tuple(input_ids.shape)}."
             )
         return attention_mask.bool()
-
-    def _encode(
-        self, input_ids: torch.Tensor, mask: torch.Tensor, **kwargs: Unpack[TransformersKwargs]
-    ) -> VattEncoderOutput:
-        embeddings, token_mask = self.embeddings(input_ids, mask)
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
-        )
-        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
-        if self.post_projection is not None:
-            hidden_states = F.gelu(self.post_projection(hidden_states))
-        return VattEncoderOutput(
-            last_hidden_state=hidden_states,
-            pooler_output=hidden_states[:, 0],
-            attention_mask=None if bool(token_mask.all()) else token_mask,
-        )
 
     def _encode_windows(self, input_ids: torch.Tensor, mask: torch.Tensor, window: int) -> VattEncoderOutput:
         """Encode a long transcript in windows of `window` tokens, `windows_per_batch` windows at a time."""
@@ -1049,10 +1034,149 @@ class VattForContrastivePretraining(VattPreTrainedModel):
         )
 
 
+# ----------------------------------------------------------------------------------------------------------------------
+# Audio classification
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VattAudioClassifierOutput(ModelOutput):
+    r"""
+    Output of [`VattForAudioClassification`] (a `SequenceClassifierOutput` with the per-window logits).
+
+    loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `labels` is provided):
+        Cross-entropy (single-label), binary cross-entropy (multi-label) or mean squared error (regression).
+    logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+        Recording-level scores before softmax/sigmoid; for windowed inputs the aggregated per-window logits.
+    window_logits (`torch.FloatTensor` of shape `(batch_size, num_windows, num_labels)`, *optional*):
+        Per-window logits (windowed inputs only).
+    window_mask (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
+        Share of real content in each window (windowed inputs only).
+    hidden_states, attentions: as in [`VattAudioModel`] (inputs encoded at once only).
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+    window_logits: torch.FloatTensor | None = None
+    window_mask: torch.FloatTensor | None = None
+
+
+class VattForAudioClassification(VattPreTrainedModel):
+    """
+    The WaT audio tower with a classification head on its pooled (AGG) output. Long recordings are classified
+    window by window and the window logits aggregated (`config.window_logits_aggregation`). Loads the audio tower of
+    a [`VattForContrastivePretraining`] or [`VattAudioModel`] checkpoint; `config.classifier_head="original"` gives
+    the head of the converted fine-tuned WaT checkpoints.
+    """
+
+    config: VattAudioConfig
+    main_input_name = "input_values"
+    input_modalities = ("audio",)
+    base_model_prefix = "audio_model"
+
+    def __init__(self, config: VattAudioConfig):
+        super().__init__(config)
+        if config.classifier_head == "original":
+            if config.num_labels < 2:
+                raise ValueError("The original classifier head needs `num_labels >= 2` (its bias is -log(n - 1)).")
+            if config.problem_type is None:
+                config.problem_type = "multi_label_classification"
+        self.audio_model = VattAudioModel._from_config(config)
+        self.dropout = nn.Dropout(config.classifier_dropout)
+        self.classifier = nn.Linear(config.output_size, config.num_labels)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self.classifier and self.config.classifier_head == "original":
+            init.constant_(module.bias, -math.log(self.config.num_labels - 1))
+
+    def freeze_audio_model(self) -> None:
+        """Freeze the audio tower so that only the classifier trains (linear probing)."""
+        self.audio_model.requires_grad_(False)
+
+    def classify_windows(self, window_features: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+        """
+        Classify pooled features `(batch, windows, hidden)` and aggregate their logits over the windows whose
+        real-content share `window_mask` `(batch, windows)` is positive; returns `(batch, num_labels)`.
+        """
+        return self.aggregate_window_logits(self.classifier(self.dropout(window_features)), window_mask)
+
+    def aggregate_window_logits(self, window_logits: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+        """Weighted mean (by real-content share) or per-class max of `(batch, windows, num_labels)` logits."""
+        if self.config.window_logits_aggregation == "mean":
+            return pool_windows(window_logits, window_mask)
+        real = (window_mask > 0).unsqueeze(-1)
+        return window_logits.masked_fill(~real, torch.finfo(window_logits.dtype).min).amax(1)
+
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Loss for `config.problem_type` (inferred from `labels` as in transformers when unset)."""
+        num_labels = self.config.num_labels
+        problem_type = self.config.problem_type
+        if problem_type is None:
+            if num_labels == 1:
+                problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int) and labels.dim() == 1:
+                problem_type = "single_label_classification"
+            else:
+                problem_type = "multi_label_classification"
+        if problem_type == "regression":
+            return F.mse_loss(logits.squeeze(-1).float(), labels.float().view(-1))
+        if problem_type == "single_label_classification":
+            if labels.is_floating_point() or labels.shape != logits.shape[:1]:
+                raise ValueError(
+                    f"Single-label classification needs integer labels of shape ({logits.shape[0]},), got "
+                    f"{labels.dtype} {tuple(labels.shape)}."
+                )
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+                raise ValueError(f"Labels must lie in [0, {num_labels}), got {labels.tolist()}.")
+            return F.cross_entropy(logits.float(), labels.long())
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"Multi-label classification needs 0/1 label rows of shape {tuple(logits.shape)}, got "
+                f"{tuple(labels.shape)}."
+            )
+        return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        audio_attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> VattAudioClassifierOutput:
+        r"""
+        input_values, audio_attention_mask: audio inputs of [`VattAudioModel`].
+        labels (`torch.Tensor`, *optional*):
+            Class indices `(batch_size,)` (single-label), multi-hot rows `(batch_size, num_labels)` (multi-label) or
+            targets `(batch_size,)` (regression, `num_labels=1`).
+        """
+        output = self.audio_model(input_values=input_values, audio_attention_mask=audio_attention_mask, **kwargs)
+        window_logits = None
+        if output.window_pooler_output is None:
+            logits = self.classifier(self.dropout(output.pooler_output))
+        else:
+            window_logits = self.classifier(self.dropout(output.window_pooler_output))
+            logits = self.aggregate_window_logits(window_logits, output.window_mask)
+        loss = None if labels is None else self.classification_loss(logits, labels)
+        return VattAudioClassifierOutput(
+            loss=loss,
+            logits=logits,
+            hidden_states=output.hidden_states,
+            attentions=output.attentions,
+            window_logits=window_logits,
+            window_mask=output.window_mask,
+        )
+
+
 __all__ = [
     "VattPreTrainedModel",
     "VattAudioModel",
     "VattTextModel",
     "VattForContrastivePretraining",
+    "VattForAudioClassification",
     "vatt_contrastive_loss",
 ]
