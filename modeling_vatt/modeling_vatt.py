@@ -533,6 +533,16 @@ def _check_finite(tensor: torch.Tensor, name: str) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def check_windowed_outputs(config: VattAudioConfig | VattTextConfig, kwargs: dict) -> None:
+    """Per-layer outputs are recorded per window batch, so they mean nothing for a windowed input: refuse them."""
+    for name in ("output_hidden_states", "output_attentions"):
+        if kwargs.get(name, getattr(config, name, False)):
+            raise ValueError(
+                f"`{name}` is not available for inputs encoded in windows (longer than the window); use "
+                "`return_window_features=True` (audio) for per-step features, or shorter inputs."
+            )
+
+
 def window_layout(length: int, window: int, overlap: int) -> torch.Tensor:
     """`(num_windows, 2)` start/end (exclusive) of windows of `window` steps with `overlap`; the last may be short."""
     hop = window - overlap
@@ -541,26 +551,40 @@ def window_layout(length: int, window: int, overlap: int) -> torch.Tensor:
     return torch.stack([starts, (starts + window).clamp(max=length)], dim=1)
 
 
+def owned_windows(lengths: torch.Tensor, num_windows: int, window: int, overlap: int) -> torch.Tensor:
+    """
+    `(batch, num_windows)` bool: the windows an item of `lengths` real steps has when encoded alone (its own
+    `window_layout`), so a longer batch-mate never adds a window that only repeats the item's overlap.
+    """
+    hop = window - overlap
+    count = 1 + torch.div((lengths - window).clamp(min=0) + hop - 1, hop, rounding_mode="floor")
+    return torch.arange(num_windows, device=lengths.device) < count.unsqueeze(-1)
+
+
 def pool_windows(window_pooled: torch.Tensor, window_weight: torch.Tensor) -> torch.Tensor:
     """Mean of window outputs `(batch, windows, hidden)` weighted by their real-content share `(batch, windows)`."""
     weight = window_weight.to(window_pooled.dtype).unsqueeze(-1)
     return (window_pooled * weight).sum(1) / weight.sum(1).clamp(min=1e-6)
 
 
-def stitch_windows(window_states: torch.Tensor, spans: torch.Tensor, length: int, batch_size: int) -> torch.Tensor:
-    """Average per-step features of overlapping windows `(batch * windows, window, hidden)` into `(batch, length, hidden)`."""
+def stitch_windows(
+    window_states: torch.Tensor, window_real: torch.Tensor, spans: torch.Tensor, length: int, batch_size: int
+) -> torch.Tensor:
+    """
+    Average per-step features `(batch * windows, window, hidden)` over the windows that hold each step as real
+    content (`window_real`, same leading shape) into `(batch, length, hidden)`; steps no window holds are 0.
+    """
     num_windows, window = spans.shape[0], window_states.shape[1]
     steps = (spans[:, :1] + torch.arange(window)).clamp(max=length)  # index `length` collects the tail padding
     steps = steps.to(window_states.device).repeat(batch_size, 1)
     offsets = (torch.arange(batch_size, device=steps.device) * (length + 1)).repeat_interleave(num_windows)
     flat_index = (steps + offsets[:, None]).flatten()
     hidden = window_states.shape[-1]
+    weight = window_real.flatten().to(window_states.dtype)
     total = window_states.new_zeros(batch_size * (length + 1), hidden).index_add_(
-        0, flat_index, window_states.flatten(0, 1)
+        0, flat_index, window_states.flatten(0, 1) * weight.unsqueeze(-1)
     )
-    counts = window_states.new_zeros(batch_size * (length + 1)).index_add_(
-        0, flat_index, window_states.new_ones(flat_index.shape[0])
-    )
+    counts = window_states.new_zeros(batch_size * (length + 1)).index_add_(0, flat_index, weight)
     stitched = total / counts.clamp(min=1).unsqueeze(-1)
     return stitched.view(batch_size, length + 1, hidden)[:, :length]
 
@@ -666,6 +690,7 @@ class VattAudioModel(VattTowerModel):
 
         real = patch_mask if patch_mask is not None else patches.new_ones(batch_size, num_patches, dtype=torch.bool)
         window_real = F.pad(real, (0, tail_start + window - num_patches), value=False).unfold(1, window, hop)
+        window_real = window_real & owned_windows(real.sum(1), num_windows, window, config.window_overlap)[..., None]
         window_weight = window_real.sum(-1).to(input_values.dtype) / window  # (batch, windows)
 
         pooled = input_values.new_zeros(batch_size * num_windows, config.output_size)
@@ -688,7 +713,7 @@ class VattAudioModel(VattTowerModel):
         recording = pool_windows(window_pooled, window_weight)
         last_hidden_state = None
         if states is not None:
-            stitched = stitch_windows(states, spans, num_patches, batch_size)
+            stitched = stitch_windows(states, flat_real, spans, num_patches, batch_size)
             last_hidden_state = torch.cat([recording.unsqueeze(1), stitched], dim=1)
         return VattEncoderOutput(
             last_hidden_state=last_hidden_state,
@@ -719,6 +744,7 @@ class VattAudioModel(VattTowerModel):
         patch_mask = self._patch_mask(input_values, audio_attention_mask)
         num_patches = input_values.shape[1] // self.config.patch_size
         if num_patches > self.config.window_patches and self.config.long_input_mode == "window":
+            check_windowed_outputs(self.config, kwargs)
             return self._encode_windows(input_values, patch_mask, return_window_features)
         return self._encode(input_values, patch_mask, **kwargs)
 
@@ -775,7 +801,9 @@ class VattTextModel(VattTowerModel):
         spans = window_layout(length, window, self.config.window_overlap)
         hop, pad = window - self.config.window_overlap, int(spans[-1, 0]) + window - length
         window_ids = F.pad(input_ids, (0, pad)).unfold(1, window, hop).reshape(-1, window)
-        window_real = F.pad(mask, (0, pad), value=False).unfold(1, window, hop).reshape(-1, window)
+        window_real = F.pad(mask, (0, pad), value=False).unfold(1, window, hop)
+        owned = owned_windows(mask.sum(1), spans.shape[0], window, self.config.window_overlap)
+        window_real = (window_real & owned[..., None]).reshape(-1, window)
         window_weight = window_real.sum(-1).to(self.encoder.final_layer_norm.weight.dtype) / window
         pooled = window_weight.new_zeros(window_ids.shape[0], self.config.output_size)
         for chunk in window_weight.nonzero().squeeze(-1).split(self.config.windows_per_batch):
@@ -806,6 +834,7 @@ class VattTextModel(VattTowerModel):
         mask = self._validate(input_ids, attention_mask)
         window = self.window_tokens
         if window is not None and input_ids.shape[1] > window:
+            check_windowed_outputs(self.config, kwargs)
             return self._encode_windows(input_ids, mask, window)
         return self._encode(input_ids, mask, **kwargs)
 

@@ -18,7 +18,8 @@ SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tiny test models gain nothing from intra-op threads, and subprocess tests (2-process launches) would oversubscribe.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
