@@ -54,6 +54,7 @@ def retrieval_ranks(similarity: np.ndarray, correct: np.ndarray) -> np.ndarray:
 def chance_recall(correct: np.ndarray, k: int) -> float:
     """Expected R@K of a random ranking: mean over rows of 1 - C(n - c, k) / C(n, k), c correct among n."""
     num_candidates = correct.shape[1]
+    k = min(k, num_candidates)  # with fewer candidates than K, every ranking recalls them all
     counts = correct.sum(axis=1)
     hits = [1 - math.comb(num_candidates - c, k) / math.comb(num_candidates, k) for c in counts]
     return float(np.mean(hits))

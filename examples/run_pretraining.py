@@ -1,0 +1,957 @@
+#!/usr/bin/env python
+# Copyright 2026 The vatt authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""
+Contrastive audio-text pretraining of VATT on long-form speech with 🤗 Accelerate.
+
+Without any data flag it renders the embedded long-form corpus (first use only) and trains the CPU-sized preset:
+
+    python examples/run_pretraining.py --output_dir outputs/vatt-cpu
+
+The same script runs on many GPUs or nodes, e.g.
+
+    accelerate launch --config_file examples/accelerate_configs/multi_gpu_ddp.yaml examples/run_pretraining.py \
+        --model_preset small --dataset_name /data/my_speech_dataset --per_device_train_batch_size 64
+
+Training pairs are audio windows of long recordings with the words spoken inside them (plus the neighbouring
+windows' words for MIL-NCE); negatives come from every process. The final model, processor and model card are written
+at the top of `--output_dir`, resumable checkpoints beneath it (`checkpoints/step_N`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer, get_scheduler
+
+from modeling_vatt import VattConfig, VattForContrastivePretraining
+from modeling_vatt.data import SkipCounter, decode_example, ensure_splits, load_speech_dataset
+from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
+from modeling_vatt.long_form import LongFormPair, LongFormPairSampler, collate_long_form_pairs
+from modeling_vatt.metrics_utils import load_retrieval_metric
+from modeling_vatt.model_card import render_model_card
+from modeling_vatt.processing_vatt import VattProcessor
+from modeling_vatt.tokenization_vatt import VattTokenizer
+
+logger = logging.getLogger(__name__)
+
+# Presets defined here on top of `VattConfig.PRESETS`. "cpu" trains in minutes on two CPU cores: 8 kHz audio, so a
+# 128-sample patch is 16 ms (a speech frame), 2-second windows fit its 125-row position table, and a GELU
+# pre-projection after the patch embedding.
+SCRIPT_PRESETS = {
+    "cpu": (
+        "small",
+        {
+            "audio_config": {
+                "hidden_size": 128,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "head_dim": 32,
+                "intermediate_size": 512,
+                "max_position_embeddings": 125,
+                "sampling_rate": 8000,
+                "use_pre_projection": True,
+            },
+            "text_config": {
+                "embedding_size": 128,
+                "hidden_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "head_dim": 32,
+                "intermediate_size": 512,
+                "trainable_word_embeddings": True,
+            },
+            "projection_dim": 128,
+        },
+    )
+}
+MODEL_PRESETS = sorted({*VattConfig.PRESETS, *SCRIPT_PRESETS})
+LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "vatt_stepwise_cosine")
+CORPUS_DATA_NAME = "vatt-embedded-long-form-corpus"
+CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
+HUB_IGNORE_PATTERNS = ["checkpoints/*", "checkpoints/**", "runs/*", "runs/**"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    data = parser.add_argument_group("data (default: the embedded long-form corpus)")
+    data.add_argument("--dataset_name", help="`datasets` Hub name or a `save_to_disk` folder.")
+    data.add_argument("--dataset_config_name", help="Configuration of `--dataset_name` (Hub datasets only).")
+    data.add_argument("--train_file", help="Training data: a CSV/JSONL manifest or a folder of audio + .txt files.")
+    data.add_argument("--validation_file", help="Evaluation data in the same forms as `--train_file`.")
+    data.add_argument("--audio_column", default="audio", help="Audio column of a dataset or manifest.")
+    data.add_argument("--text_column", default="text", help="Transcript column of a dataset or manifest.")
+    data.add_argument("--validation_split_percentage", type=float, default=10.0, help="Held out when no eval split.")
+    data.add_argument("--corpus_dir", help="Where the embedded corpus is rendered (default: ~/.cache/vatt/...).")
+    data.add_argument("--corpus_size", default="default", choices=("tiny", "small", "default"))
+    data.add_argument("--max_eval_recordings", type=int, help="Evaluate on at most this many recordings.")
+    data.add_argument("--window_seconds", type=float, default=None, help="Training window (default: position table).")
+    data.add_argument("--num_text_candidates", type=int, default=1, help="Texts per window; > 1 gives MIL-NCE.")
+    data.add_argument("--max_text_length", type=int, default=64, help="Words kept per training window text.")
+    data.add_argument("--audio_cache_gb", type=float, default=4.0, help="Decoded audio kept in memory per process.")
+    data.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader worker processes.")
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model_name_or_path", help="Continue from a saved VATT model + processor.")
+    model.add_argument("--model_preset", default="cpu", choices=MODEL_PRESETS, help="Size of a model from scratch.")
+    model.add_argument("--config_overrides", help="JSON merged into the preset, e.g. '{\"audio_config\": {...}}'.")
+    model.add_argument("--vocab_size", type=int, default=8192, help="Word vocabulary built from the training split.")
+    model.add_argument("--min_word_frequency", type=int, default=1, help="Rarer training words map to <unk>.")
+    model.add_argument("--loss_type", choices=("nce", "symmetric"), help="Contrastive loss (default: the config's).")
+    model.add_argument("--drop_token_rate", type=float, help="Audio DropToken rate (default: the config's, 0.5).")
+    model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
+
+    train = parser.add_argument_group("training")
+    train.add_argument("--output_dir", default="outputs/vatt-pretraining", help="Model, card, plots, checkpoints.")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--per_device_train_batch_size", type=int, default=32)
+    train.add_argument("--per_device_eval_batch_size", type=int, default=32)
+    train.add_argument("--num_train_epochs", type=int, default=30)
+    train.add_argument("--max_train_steps", type=int, help="Overrides `--num_train_epochs` when set.")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--learning_rate", type=float, default=1e-3)
+    train.add_argument("--weight_decay", type=float, default=0.0)
+    train.add_argument("--adam_beta1", type=float, default=0.9)
+    train.add_argument("--adam_beta2", type=float, default=0.999)
+    train.add_argument("--adam_epsilon", type=float, default=1e-7)
+    train.add_argument("--max_grad_norm", type=float, default=0.0, help="0 disables clipping (the original's).")
+    train.add_argument(
+        "--lr_scheduler_type",
+        default="cosine",
+        choices=LR_SCHEDULERS,
+        help="Linear warm-up, then: cosine decay to 0, linear decay, constant, or the original VATT schedule "
+        "(half-cosine from the peak down to `--min_lr_ratio` of it).",
+    )
+    train.add_argument("--num_warmup_steps", type=int, default=None, help="Default: 10%% of the training steps.")
+    train.add_argument("--min_lr_ratio", type=float, default=0.5, help="Final LR share of `vatt_stepwise_cosine`.")
+    train.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), help="Default: accelerate's config.")
+    train.add_argument("--checkpointing_steps", type=int, default=None, help="Save a resumable state every N steps.")
+    train.add_argument("--checkpoints_total_limit", type=int, default=None, help="Keep only the last K checkpoints.")
+    train.add_argument("--resume_from_checkpoint", help="`latest` or a checkpoint folder.")
+    train.add_argument("--eval_steps", type=int, default=None, help="Evaluate every N steps (and always at the end).")
+    train.add_argument("--logging_steps", type=int, default=10)
+    train.add_argument("--with_tracking", action="store_true", help="Log to TensorBoard under `output_dir/runs`.")
+    train.add_argument("--report_to", default="tensorboard", help="Accelerate tracker used with `--with_tracking`.")
+
+    hub = parser.add_argument_group("Hub")
+    hub.add_argument("--push_to_hub", action="store_true", help="Upload `--output_dir` at the end.")
+    hub.add_argument("--hub_model_id", help="Repository id, e.g. `user/vatt-long-form`.")
+    hub.add_argument("--hub_token", help="Token (default: the logged-in one).")
+    hub.add_argument("--hub_private_repo", action="store_true")
+
+    args = parser.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id.")
+    if args.num_text_candidates < 1:
+        parser.error("--num_text_candidates must be at least 1.")
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error("--checkpoints_total_limit must be at least 1.")
+    if bool(args.train_file) + bool(args.dataset_name) > 1:
+        parser.error("Give either --dataset_name or --train_file, not both.")
+    if args.validation_file and not args.train_file:
+        parser.error("--validation_file goes with --train_file.")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def default_corpus_dir(size: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return cache / "vatt" / f"corpus-{size}"
+
+
+def load_raw_data(args: argparse.Namespace, accelerator: Accelerator, skips: SkipCounter) -> tuple[Any, str]:
+    """The training data as a `DatasetDict` with `train`, `validation` (and maybe `test`), plus a name for the card."""
+    from datasets import DatasetDict, load_dataset
+
+    columns = {"audio_column": args.audio_column, "text_column": args.text_column}
+    if args.train_file:
+        # An audio folder has no columns to name; manifests and datasets do.
+        train = load_speech_dataset(args.train_file, skips=skips, **_column_args(args.train_file, columns))
+        if not args.validation_file:
+            return ensure_splits(train, args.validation_split_percentage / 100, args.seed), Path(args.train_file).name
+        validation = load_speech_dataset(
+            args.validation_file, skips=skips, **_column_args(args.validation_file, columns)
+        )
+        return DatasetDict(train=train, validation=validation), Path(args.train_file).name
+    if args.dataset_name:
+        if Path(args.dataset_name).is_dir():
+            data = load_speech_dataset(args.dataset_name, skips=skips, **columns)
+        else:
+            data = load_speech_dataset(
+                load_dataset(args.dataset_name, args.dataset_config_name), skips=skips, **columns
+            )
+        splits = ensure_splits(data, args.validation_split_percentage / 100, args.seed)
+        if isinstance(data, DatasetDict) and "test" in data and "validation" in data:
+            splits["test"] = data["test"]
+        return splits, args.dataset_name
+    from modeling_vatt.corpus import build_corpus
+
+    corpus_dir = Path(args.corpus_dir) if args.corpus_dir else default_corpus_dir(args.corpus_size)
+    with accelerator.main_process_first():
+        corpus = build_corpus(corpus_dir, size=args.corpus_size, show_progress=accelerator.is_local_main_process)
+    return corpus, CORPUS_DATA_NAME
+
+
+def _column_args(source: str, columns: dict[str, str]) -> dict[str, str]:
+    return {} if Path(source).is_dir() else columns
+
+
+@dataclass
+class Recording:
+    """One usable recording: decoded audio (or None when not cached), transcript and word timings."""
+
+    index: int
+    num_samples: int
+    text: str
+    words: list[str] | None
+    word_starts: list[float] | None
+    word_ends: list[float] | None
+    audio: np.ndarray | None
+
+
+class RecordingStore:
+    """Decodes a split once up front (skipping and counting bad rows) and keeps up to `cache_bytes` of it decoded."""
+
+    def __init__(self, dataset, sampling_rate: int, skips: SkipCounter, cache_bytes: float, desc: str, show: bool):
+        self.dataset = dataset
+        self.sampling_rate = sampling_rate
+        self.skips = skips
+        self.recordings: list[Recording] = []
+        cached = 0
+        for index in tqdm(range(dataset.num_rows), desc=desc, disable=not show, unit="rec"):
+            decoded = decode_example(dataset[index], skips, sampling_rate, index=index)
+            if decoded is None:
+                continue
+            audio = decoded["input_values"]
+            keep = cached + audio.nbytes <= cache_bytes
+            cached += audio.nbytes if keep else 0
+            self.recordings.append(
+                Recording(
+                    index=index,
+                    num_samples=len(audio),
+                    text=decoded["text"],
+                    words=decoded["words"],
+                    word_starts=decoded["word_starts"],
+                    word_ends=decoded["word_ends"],
+                    audio=audio if keep else None,
+                )
+            )
+        if not self.recordings:
+            raise ValueError(f"No usable recordings in the {desc!r} data. {skips.report()}")
+
+    def __len__(self) -> int:
+        return len(self.recordings)
+
+    def audio(self, recording: Recording) -> np.ndarray:
+        if recording.audio is not None:
+            return recording.audio
+        decoded = decode_example(self.dataset[recording.index], SkipCounter(), self.sampling_rate)
+        return decoded["input_values"]
+
+    def pair_kwargs(self, recording: Recording) -> dict[str, Any]:
+        return {
+            "text": recording.text,
+            "words": recording.words,
+            "word_starts": recording.word_starts,
+            "word_ends": recording.word_ends,
+        }
+
+
+class EpochSampler(Sampler):
+    """
+    Yields `(epoch, draw)` keys: every recording appears once per `window_samples` of its audio, in an order that is a
+    pure function of `(seed, epoch)`, so a resumed run sees exactly the batches of an uninterrupted one.
+    """
+
+    def __init__(self, store: RecordingStore, window_samples: int, seed: int):
+        self.draws = [
+            position
+            for position, recording in enumerate(store.recordings)
+            for _ in range(max(1, round(recording.num_samples / window_samples)))
+        ]
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        for draw in torch.randperm(len(self.draws), generator=generator).tolist():
+            yield (self.epoch, draw)
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Random training windows: key `(epoch, draw)` -> a `LongFormPair` drawn with a generator seeded by the key."""
+
+    def __init__(self, store: RecordingStore, sampler: LongFormPairSampler, draws: list[int], seed: int):
+        self.store, self.sampler, self.draws, self.seed = store, sampler, draws, seed
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, key: tuple[int, int]) -> LongFormPair:
+        epoch, draw = key
+        recording = self.store.recordings[self.draws[draw]]
+        rng = np.random.default_rng([self.seed, epoch, draw])
+        return self.sampler.sample(self.store.audio(recording), rng, **self.store.pair_kwargs(recording))
+
+
+def evaluation_windows(store: RecordingStore, sampler: LongFormPairSampler) -> list[LongFormPair]:
+    """Adjacent windows covering every evaluation recording, keeping those in which words are spoken."""
+    pairs = []
+    for recording in store.recordings:
+        windows = sampler.windows(store.audio(recording), **store.pair_kwargs(recording))
+        pairs.extend(pair for pair in windows if pair.texts[0].strip())
+    return pairs
+
+
+def collate_pairs(
+    pairs: list[LongFormPair], processor: VattProcessor, max_text_length: int
+) -> dict[str, torch.Tensor]:
+    """Model inputs of training or evaluation pairs; the audio goes through the feature extractor as at inference."""
+    batch = collate_long_form_pairs(pairs, processor.tokenizer, max_text_length)
+    feature_extractor = processor.feature_extractor
+    audio = [pair.input_values[: int(pair.audio_attention_mask.sum())] for pair in pairs]
+    features = feature_extractor(
+        audio,
+        sampling_rate=feature_extractor.sampling_rate,
+        padding="max_length",
+        max_length=batch["input_values"].shape[1],
+        return_tensors="pt",
+    )
+    batch.update(features)
+    return batch
+
+
+def collate_recordings(
+    items: list[tuple[np.ndarray, str]], processor: VattProcessor, sampling_rate: int
+) -> dict[str, torch.Tensor]:
+    audio, texts = zip(*items)
+    return dict(processor(text=list(texts), audio=list(audio), sampling_rate=sampling_rate, return_tensors="pt"))
+
+
+def check_window(window_samples: int, config: VattConfig) -> None:
+    """Refuse training windows that would attend over more patches than the position table without windowing."""
+    audio = config.audio_config
+    num_patches = window_samples // audio.patch_size
+    if num_patches > audio.max_position_embeddings and audio.long_input_mode == "full":
+        seconds = audio.max_position_embeddings * audio.patch_size / audio.sampling_rate
+        raise ValueError(
+            f"A {window_samples / audio.sampling_rate:.2f} s training window has {num_patches} patches, more than the "
+            f"{audio.max_position_embeddings}-row position table, and `long_input_mode='full'` would attend over all "
+            f"of them at once (memory grows with the square of the length). Use --window_seconds {seconds:g} or less, "
+            "or keep `long_input_mode='window'` so long inputs are encoded window by window."
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Model, processor, optimisation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`base` updated by `overrides`, merging (one level deep) the sub-config dicts both define."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = {**merged[key], **value} if both_dicts else value
+    return merged
+
+
+def preset_config(name: str, overrides: dict[str, Any]) -> VattConfig:
+    """`VattConfig` of a named preset (the library's or this script's) with dict overrides merged in."""
+    if name in SCRIPT_PRESETS:
+        name, base = SCRIPT_PRESETS[name]
+        overrides = merge_overrides(base, overrides)
+    return VattConfig.from_preset(name, **overrides)
+
+
+def build_model_and_processor(
+    args: argparse.Namespace, train_texts: list[str]
+) -> tuple[VattForContrastivePretraining, VattProcessor]:
+    overrides = json.loads(args.config_overrides) if args.config_overrides else {}
+    if args.model_name_or_path:
+        model = VattForContrastivePretraining.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+        processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+        for key, value in overrides.items():
+            sub_config = getattr(model.config, key)
+            for name, sub_value in value.items() if isinstance(value, dict) else ():
+                setattr(sub_config, name, sub_value)
+            if not isinstance(value, dict):
+                setattr(model.config, key, value)
+    else:
+        # The vocabulary comes from the training transcripts only: held-out text never leaks into the model.
+        tokenizer = VattTokenizer.from_corpus(
+            train_texts, vocab_size=args.vocab_size, min_frequency=args.min_word_frequency
+        )
+        text_overrides = {**overrides.get("text_config", {}), "vocab_size": len(tokenizer)}
+        config = preset_config(args.model_preset, {**overrides, "text_config": text_overrides})
+        model = VattForContrastivePretraining(config)
+        audio_config = config.audio_config
+        # Per-clip normalised waveforms: raw speech is ~0.1 in amplitude, ten times weaker than the LayerNorm'ed position
+        # embeddings it is added to, which stalls training from scratch.
+        feature_extractor = VattFeatureExtractor(
+            sampling_rate=audio_config.sampling_rate, patch_size=audio_config.patch_size, do_normalize=True
+        )
+        processor = VattProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    if args.loss_type:
+        model.config.loss_type = args.loss_type
+    if args.drop_token_rate is not None:
+        model.config.audio_config.drop_token_rate = args.drop_token_rate
+    return model, processor
+
+
+def register_processor_for_auto_classes() -> None:
+    """Let `AutoProcessor`/`AutoTokenizer`/`AutoFeatureExtractor` load the saved folder, with or without the package."""
+    AutoFeatureExtractor.register(VattConfig, VattFeatureExtractor, exist_ok=True)
+    AutoTokenizer.register(VattConfig, tokenizer_class=VattTokenizer, exist_ok=True)
+    AutoProcessor.register(VattConfig, VattProcessor, exist_ok=True)
+    VattFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
+    VattTokenizer.register_for_auto_class("AutoTokenizer")
+    VattProcessor.register_for_auto_class("AutoProcessor")
+
+
+def create_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW; biases, norms, tokens, tables and the temperature get no weight decay."""
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        is_matrix = parameter.ndim >= 2 and "embedding" not in name
+        (decay if is_matrix else no_decay).append(parameter)
+    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(
+        groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon
+    )
+
+
+def create_scheduler(optimizer, args: argparse.Namespace, num_processes: int):
+    # A prepared scheduler steps once per process per optimisation step, hence the scaling.
+    kwargs = {}
+    name = args.lr_scheduler_type
+    if name == "vatt_stepwise_cosine":
+        name, kwargs = "cosine_with_min_lr", {"min_lr_rate": args.min_lr_ratio}
+    return get_scheduler(
+        name,
+        optimizer=optimizer,
+        num_warmup_steps=args.num_warmup_steps * num_processes,
+        num_training_steps=args.max_train_steps * num_processes,
+        scheduler_specific_kwargs=kwargs,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def cosine_similarity(audio: torch.Tensor, text: torch.Tensor) -> np.ndarray:
+    audio = torch.nn.functional.normalize(audio.float(), dim=-1)
+    text = torch.nn.functional.normalize(text.float(), dim=-1)
+    return (audio @ text.T).cpu().numpy()
+
+
+@torch.no_grad()
+def embed(model, dataloader: DataLoader, accelerator: Accelerator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Audio and text embeddings of every pair of a prepared evaluation loader, gathered from all processes."""
+    audio, text = [], []
+    for batch in dataloader:
+        batch.pop("text_candidate_mask", None)
+        output = model(**batch)
+        audio_embeds, text_embeds = accelerator.gather_for_metrics((output.audio_embeds, output.text_embeds))
+        audio.append(audio_embeds.float().cpu())
+        text.append(text_embeds.float().cpu())
+    return torch.cat(audio), torch.cat(text)
+
+
+def retrieval_metrics(similarity: np.ndarray, metric) -> dict[str, float]:
+    """Both directions of R@1/5/10, median rank and chance levels; pair `i` is audio row `i` with text column `i`.
+    R@K is only defined for K up to the number of candidates."""
+    ks = [k for k in (1, 5, 10) if k <= similarity.shape[1]]
+    return metric.compute(predictions=similarity.tolist(), references=list(range(similarity.shape[0])), ks=ks)
+
+
+@dataclass
+class EvalSet:
+    windows: DataLoader
+    recordings: DataLoader | None
+    num_windows: int
+    num_recordings: int
+
+
+def evaluate_model(model, eval_set: EvalSet, accelerator: Accelerator, metric) -> tuple[dict[str, float], np.ndarray]:
+    """
+    Window-level (and recording-level) retrieval metrics plus the window similarity matrix. Every process embeds its
+    share; the metrics are computed where `metric` is given (the main process) and are empty elsewhere.
+    """
+    was_training = model.training
+    model.eval()
+    similarities = {"window": cosine_similarity(*embed(model, eval_set.windows, accelerator))}
+    if eval_set.recordings is not None:
+        similarities["recording"] = cosine_similarity(*embed(model, eval_set.recordings, accelerator))
+    model.train(was_training)
+    results = {}
+    if metric is not None:
+        for level, similarity in similarities.items():
+            results.update({f"{level}/{key}": value for key, value in retrieval_metrics(similarity, metric).items()})
+    return results, similarities["window"]
+
+
+def format_retrieval_table(results: dict[str, float], title: str = "") -> str:
+    """A plain-text table of R@1/5/10 and median rank per level and direction, with chance levels."""
+    lines = [title] if title else []
+    lines.append(f"{'level / direction':<28}{'R@1':>16}{'R@5':>16}{'R@10':>16}{'median rank':>13}")
+    for level in ("window", "recording"):
+        for direction in ("audio_to_text", "text_to_audio"):
+            prefix = f"{level}/{direction}"
+            if f"{prefix}_R@1" not in results:
+                continue
+            cells = [
+                f"{results[f'{prefix}_R@{k}']:.3f} ({results[f'{prefix}_chance_R@{k}']:.3f})"
+                if f"{prefix}_R@{k}" in results
+                else "-"
+                for k in (1, 5, 10)
+            ]
+            lines.append(
+                f"{prefix.replace('_to_', '->'):<28}{cells[0]:>16}{cells[1]:>16}{cells[2]:>16}"
+                f"{results[f'{prefix}_median_rank']:>13.1f}"
+            )
+    lines.append("(chance level in parentheses)")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def list_checkpoints(checkpoint_root: Path) -> list[tuple[int, Path]]:
+    """Completed checkpoints `(step, path)` in step order; temporary folders of interrupted saves are ignored."""
+    if not checkpoint_root.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), path) for path in checkpoint_root.iterdir() if (m := CHECKPOINT_PATTERN.match(path.name))
+    ]
+    return sorted(found)
+
+
+def save_checkpoint(
+    accelerator: Accelerator, checkpoint_root: Path, step: int, state: dict[str, Any], total_limit: int | None
+) -> Path:
+    """`accelerator.save_state` into a temporary folder renamed to `step_<step>` once complete; keeps the last K."""
+    final = checkpoint_root / f"step_{step}"
+    temporary = checkpoint_root / f".step_{step}.tmp"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / "trainer_state.json").write_text(json.dumps(state))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(temporary, final)
+        if total_limit is not None:
+            for _, old in list_checkpoints(checkpoint_root)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resolve_checkpoint(value: str, checkpoint_root: Path) -> Path | None:
+    if value != "latest":
+        path = Path(value)
+        if not (path / "trainer_state.json").is_file():
+            raise ValueError(f"{path} is not a checkpoint written by this script (no trainer_state.json).")
+        return path
+    checkpoints = list_checkpoints(checkpoint_root)
+    return checkpoints[-1][1] if checkpoints else None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs: plots, card, Hub
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def plot_loss_curve(history: list[tuple[int, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, losses = zip(*history) if history else ((), ())
+    figure, axis = plt.subplots(figsize=(6, 4))
+    axis.plot(steps, losses, linewidth=1, label="training loss")
+    if len(losses) >= 10:
+        width = max(len(losses) // 20, 2)
+        smooth = np.convolve(losses, np.ones(width) / width, mode="valid")
+        axis.plot(steps[width - 1 :], smooth, linewidth=2, label=f"moving average ({width} steps)")
+    axis.set(xlabel="optimisation step", ylabel="contrastive loss", title="VATT pretraining loss")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_similarity(similarity: np.ndarray, path: Path, max_items: int = 48) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = similarity[:max_items, :max_items]
+    figure, axis = plt.subplots(figsize=(6, 5))
+    image = axis.imshow(shown, cmap="viridis", aspect="auto")
+    figure.colorbar(image, ax=axis, label="cosine similarity")
+    axis.set(
+        xlabel="text of window j",
+        ylabel="audio window i",
+        title=f"Evaluation windows: audio-text similarity ({len(shown)} of {len(similarity)})",
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def write_model_card(
+    output_dir: Path, args: argparse.Namespace, model: VattForContrastivePretraining, results: dict, data_name: str
+) -> None:
+    audio, text = model.config.audio_config, model.config.text_config
+    window_seconds = args.window_samples / audio.sampling_rate
+    hyper_parameters = {
+        "model preset": args.model_name_or_path or args.model_preset,
+        "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
+        "audio tower": f"{audio.num_hidden_layers} layers x {audio.hidden_size}, {audio.sampling_rate} Hz",
+        "text tower": f"{text.num_hidden_layers} layers x {text.hidden_size}, {text.vocab_size} words",
+        "training window": f"{window_seconds:.3g} s",
+        "text candidates per window": args.num_text_candidates,
+        "loss": f"{model.config.loss_type}{' (MIL)' if args.num_text_candidates > 1 else ''}",
+        "DropToken rate": audio.drop_token_rate,
+        "optimiser": f"AdamW, lr {args.learning_rate:g}, weight decay {args.weight_decay:g}",
+        "schedule": f"{args.lr_scheduler_type}, {args.num_warmup_steps} warm-up steps",
+        "steps": args.max_train_steps,
+        "global batch": args.global_batch_size,
+        "seed": args.seed,
+    }
+    model_id = args.hub_model_id or output_dir.name
+    card = render_model_card(
+        None,
+        model_name=model_id,
+        model_id=model_id,
+        dataset=data_name,
+        training_data=training_data_description(data_name),
+        hyperparameters=hyper_parameters,
+        results=results,
+    )
+    (output_dir / "README.md").write_text(card, encoding="utf-8")
+
+
+def training_data_description(data_name: str) -> str:
+    if data_name == CORPUS_DATA_NAME:
+        return (
+            "The embedded long-form corpus of the `vatt` package: lecture-style passages of CPython's "
+            "`pydoc_data.topics` (PSF licence) rendered offline into speech with espeak-ng (several voices, speaking "
+            "rates and pitches), 15 s to a few minutes per clip, with espeak's word timings. Train/validation/test "
+            "splits are disjoint passages."
+        )
+    return f"`{data_name}`: long recordings with transcripts (and word timings where available)."
+
+
+def push_output_to_hub(
+    output_dir: Path, repo_id: str, token: str | None = None, private: bool = False, api: Any = None
+) -> None:
+    """Upload the final model folder (without checkpoints or logs). `api` is an `HfApi`-like object (tests pass a fake)."""
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, exist_ok=True, private=private)
+    api.upload_folder(
+        repo_id=repo_id,
+        folder_path=str(output_dir),
+        commit_message="End of training",
+        ignore_patterns=HUB_IGNORE_PATTERNS,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Training
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, float]:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=str(output_dir / "runs"),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", datefmt="%H:%M:%S")
+    logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    logger.info(accelerator.state)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+
+    skips = SkipCounter()
+    raw, data_name = load_raw_data(args, accelerator, skips)
+    train_texts = [text for text in raw["train"]["text"] if text and text.strip()]
+    model, processor = build_model_and_processor(args, train_texts)
+    audio_config = model.config.audio_config
+    sampling_rate, patch = audio_config.sampling_rate, audio_config.patch_size
+    default_window = audio_config.window_patches * patch / sampling_rate
+    window_seconds = args.window_seconds or default_window
+    args.window_samples = max(1, round(window_seconds * sampling_rate / patch)) * patch
+    check_window(args.window_samples, model.config)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+
+    show = accelerator.is_local_main_process
+    cache = args.audio_cache_gb * 2**30
+    train_store = RecordingStore(raw["train"], sampling_rate, skips, cache, "train", show)
+    eval_raw = raw["validation"]
+    if args.max_eval_recordings:
+        eval_raw = eval_raw.select(range(min(args.max_eval_recordings, eval_raw.num_rows)))
+    eval_store = RecordingStore(eval_raw, sampling_rate, skips, cache, "validation", show)
+    test_store = None
+    if "test" in raw:
+        test_raw = raw["test"]
+        if args.max_eval_recordings:
+            test_raw = test_raw.select(range(min(args.max_eval_recordings, test_raw.num_rows)))
+        test_store = RecordingStore(test_raw, sampling_rate, skips, cache, "test", show)
+
+    pair_sampler = LongFormPairSampler(
+        window_samples=args.window_samples,
+        sampling_rate=sampling_rate,
+        num_neighbor_segments=args.num_text_candidates - 1,
+    )
+    epoch_sampler = EpochSampler(train_store, args.window_samples, args.seed)
+    if len(epoch_sampler) < args.per_device_train_batch_size * accelerator.num_processes:
+        raise ValueError(
+            f"The training data gives {len(epoch_sampler)} windows per epoch, fewer than one global batch of "
+            f"{args.per_device_train_batch_size * accelerator.num_processes}; lower --per_device_train_batch_size."
+        )
+    collate = partial(collate_pairs, processor=processor, max_text_length=args.max_text_length)
+    loader_kwargs = {
+        "num_workers": args.preprocessing_num_workers,
+        "generator": torch.Generator().manual_seed(args.seed),
+    }
+    train_dataloader = DataLoader(
+        WindowDataset(train_store, pair_sampler, epoch_sampler.draws, args.seed),
+        sampler=epoch_sampler,
+        batch_size=args.per_device_train_batch_size,
+        collate_fn=collate,
+        drop_last=True,  # equal shapes on every process for the gathered negatives, no wrapped-around duplicates
+        **loader_kwargs,
+    )
+    eval_window_sampler = LongFormPairSampler(window_samples=args.window_samples, sampling_rate=sampling_rate)
+
+    def make_eval_set(store: RecordingStore) -> EvalSet:
+        windows = evaluation_windows(store, eval_window_sampler)
+        window_loader = DataLoader(
+            windows, batch_size=args.per_device_eval_batch_size, collate_fn=collate, **loader_kwargs
+        )
+        long_ones = [r for r in store.recordings if r.num_samples > args.window_samples]
+        recording_loader = None
+        if len(long_ones) >= 2:
+            items = [(store.audio(r), r.text) for r in long_ones]
+            recording_collate = partial(collate_recordings, processor=processor, sampling_rate=sampling_rate)
+            recording_loader = DataLoader(items, batch_size=1, collate_fn=recording_collate, **loader_kwargs)
+        return EvalSet(window_loader, recording_loader, len(windows), len(long_ones))
+
+    eval_set, test_set = make_eval_set(eval_store), test_store and make_eval_set(test_store)
+
+    optimizer = create_optimizer(model, args)
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * num_update_steps_per_epoch
+    if args.num_warmup_steps is None:
+        args.num_warmup_steps = args.max_train_steps // 10
+    scheduler = create_scheduler(optimizer, args, accelerator.num_processes)
+
+    model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
+    eval_set.windows = accelerator.prepare(eval_set.windows)
+    if eval_set.recordings is not None:
+        eval_set.recordings = accelerator.prepare(eval_set.recordings)
+    if test_set is not None:
+        test_set.windows = accelerator.prepare(test_set.windows)
+        if test_set.recordings is not None:
+            test_set.recordings = accelerator.prepare(test_set.recordings)
+    num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    num_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
+    args.global_batch_size = (
+        args.per_device_train_batch_size * accelerator.num_processes * args.gradient_accumulation_steps
+    )
+
+    if args.with_tracking:
+        tracked = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("vatt_pretraining", tracked)
+
+    metric = load_retrieval_metric(keep_in_memory=True) if accelerator.is_main_process else None
+    checkpoint_root = output_dir / "checkpoints"
+    completed_steps, loss_history, eval_history = 0, [], []
+    if args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, checkpoint_root)
+        if checkpoint is None:
+            logger.info("No checkpoint in %s: starting from scratch.", checkpoint_root)
+        else:
+            accelerator.load_state(str(checkpoint))
+            state = json.loads((checkpoint / "trainer_state.json").read_text())
+            completed_steps = state["completed_steps"]
+            loss_history = [tuple(item) for item in state["loss_history"]]
+            eval_history = state["eval_history"]
+            logger.info("Resumed from %s (step %d).", checkpoint, completed_steps)
+
+    logger.info("***** Running VATT pretraining *****")
+    logger.info(
+        "  Recordings: %d train, %d eval (%d windows)", len(train_store), len(eval_store), eval_set.num_windows
+    )
+    logger.info(
+        "  Window: %.2f s, %d text candidate(s)", args.window_samples / sampling_rate, args.num_text_candidates
+    )
+    logger.info("  Windows per epoch = %d, epochs = %d", len(epoch_sampler), num_epochs)
+    logger.info("  Global batch = %d, optimisation steps = %d", args.global_batch_size, args.max_train_steps)
+    progress = tqdm(range(args.max_train_steps), disable=not show, desc="training", initial=completed_steps)
+
+    def run_eval(step: int, title: str) -> dict[str, float]:
+        results, similarity = evaluate_model(model, eval_set, accelerator, metric)
+        if accelerator.is_main_process:
+            logger.info("\n%s", format_retrieval_table(results, f"{title} (step {step})"))
+        return results, similarity
+
+    model.train()
+    start_epoch = completed_steps // num_update_steps_per_epoch
+    resume_batches = (completed_steps % num_update_steps_per_epoch) * args.gradient_accumulation_steps
+    running_loss, running_count = 0.0, 0
+    for epoch in range(start_epoch, num_epochs):
+        epoch_sampler.epoch = epoch
+        batches = train_dataloader
+        if epoch == start_epoch and resume_batches:
+            batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
+        for batch in batches:
+            with accelerator.accumulate(model):
+                loss = model(**batch, return_loss=True).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running_loss += accelerator.gather(loss.detach()).mean().item()
+            running_count += 1
+            if not accelerator.sync_gradients:
+                continue
+            completed_steps += 1
+            progress.update(1)
+            step_loss = running_loss / running_count
+            running_loss, running_count = 0.0, 0
+            loss_history.append((completed_steps, step_loss))
+            progress.set_postfix(loss=f"{step_loss:.3f}")
+            if args.with_tracking:
+                accelerator.log(
+                    {"train/loss": step_loss, "train/lr": scheduler.get_last_lr()[0]}, step=completed_steps
+                )
+            if completed_steps % args.logging_steps == 0:
+                recent = [value for _, value in loss_history[-args.logging_steps :]]
+                logger.info(
+                    "step %d: loss %.4f, lr %.2e", completed_steps, np.mean(recent), scheduler.get_last_lr()[0]
+                )
+            last_step = completed_steps >= args.max_train_steps
+            if args.eval_steps and completed_steps % args.eval_steps == 0 and not last_step:
+                results, _ = run_eval(completed_steps, "validation")
+                if accelerator.is_main_process:
+                    eval_history.append({"step": completed_steps, **results})
+                if args.with_tracking:
+                    accelerator.log({f"eval/{k}": v for k, v in (results or {}).items()}, step=completed_steps)
+            if args.checkpointing_steps and completed_steps % args.checkpointing_steps == 0:
+                state = {
+                    "completed_steps": completed_steps,
+                    "loss_history": loss_history,
+                    "eval_history": eval_history,
+                }
+                path = save_checkpoint(
+                    accelerator, checkpoint_root, completed_steps, state, args.checkpoints_total_limit
+                )
+                logger.info("Saved checkpoint %s", path)
+            if last_step:
+                break
+        if completed_steps >= args.max_train_steps:
+            break
+    progress.close()
+
+    results, similarity = run_eval(completed_steps, "validation")
+    final = {f"validation/{key}": value for key, value in (results or {}).items()}
+    if test_set is not None:
+        test_results, _ = evaluate_model(model, test_set, accelerator, metric)
+        final.update({f"test/{key}": value for key, value in (test_results or {}).items()})
+        if accelerator.is_main_process:
+            logger.info("\n%s", format_retrieval_table(test_results, f"test (step {completed_steps})"))
+    if args.with_tracking:
+        accelerator.log({f"final/{k}": v for k, v in final.items()}, step=completed_steps)
+        accelerator.end_training()
+
+    accelerator.wait_for_everyone()
+    unwrapped = accelerator.unwrap_model(model)
+    unwrapped.save_pretrained(
+        str(output_dir), is_main_process=accelerator.is_main_process, state_dict=accelerator.get_state_dict(model)
+    )
+    if accelerator.is_main_process:
+        register_processor_for_auto_classes()
+        processor.save_pretrained(str(output_dir))
+        plot_loss_curve(loss_history, output_dir / "loss_curve.png")
+        plot_similarity(similarity, output_dir / "similarity_matrix.png")
+        summary = {
+            "completed_steps": completed_steps,
+            "eval_windows": eval_set.num_windows,
+            "eval_recordings": eval_set.num_recordings,
+            "skipped_rows": dict(skips.counts),
+            **final,
+        }
+        (output_dir / "eval_results.json").write_text(json.dumps(summary, indent=1))
+        (output_dir / "trainer_history.json").write_text(json.dumps({"loss": loss_history, "eval": eval_history}))
+        write_model_card(output_dir, args, unwrapped, final, data_name)
+        logger.info(skips.report())
+        if args.push_to_hub:
+            push_output_to_hub(output_dir, args.hub_model_id, args.hub_token, args.hub_private_repo, api=hub_api)
+            logger.info("Pushed %s to %s", output_dir, args.hub_model_id)
+    accelerator.wait_for_everyone()
+    return final
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,350 @@
+"""End-to-end tests of `examples/run_pretraining.py`: multi-process training, exact resume, Hub-style loading, bad rows."""
+
+import fnmatch
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+from tests.helpers import hub_cache_snapshot, run_without_package
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = REPO_ROOT / "examples" / "run_pretraining.py"
+TINY_RUN = ["--model_preset", "tiny", "--corpus_size", "tiny", "--per_device_train_batch_size", "4", "--seed", "3"]
+NO_RANDOMNESS = json.dumps(
+    {
+        "audio_config": {"hidden_dropout_prob": 0.0, "attention_dropout": 0.0, "drop_token_rate": 0.0},
+        "text_config": {"hidden_dropout_prob": 0.0, "attention_dropout": 0.0},
+    }
+)
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("run_pretraining", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+run_pretraining = _load_script()
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    from modeling_vatt.corpus import build_corpus
+
+    corpus_dir = tmp_path_factory.mktemp("corpus")
+    build_corpus(corpus_dir, size="tiny", show_progress=False)
+    return corpus_dir
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def _train(args: list[str], num_processes: int = 1, timeout: int = 240) -> subprocess.CompletedProcess:
+    env = _env()
+    if num_processes == 1:
+        command = [sys.executable, str(SCRIPT)]
+    else:
+        # `accelerate launch --cpu` starts a single process unless MPI is installed; the torchrun-based launcher
+        # (`--multi_gpu`) with `ACCELERATE_USE_CPU` gives real CPU processes talking over gloo.
+        env["ACCELERATE_USE_CPU"] = "true"
+        command = [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            str(num_processes),
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(SCRIPT),
+        ]
+    result = subprocess.run(command + args, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"training failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def _parameters(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _assert_same_parameters(first: dict, second: dict, atol: float) -> None:
+    assert first.keys() == second.keys()
+    for name in first:
+        torch.testing.assert_close(first[name], second[name], atol=atol, rtol=0, msg=name)
+
+
+def test_two_processes_gather_negatives_and_checkpoint(tiny_corpus, tmp_path):
+    """2 processes x 2 clips must train exactly like 1 process x 4 clips: only true if negatives (and their
+    gradients) cross processes. A large Adam epsilon keeps float noise in zero gradients (key biases) from being
+    amplified into full-size updates."""
+    common = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--max_train_steps", "2", "--config_overrides"]
+    common += [NO_RANDOMNESS, "--learning_rate", "5e-3", "--num_warmup_steps", "0", "--adam_epsilon", "1e-3"]
+    two = tmp_path / "two"
+    result = _train(
+        [*common, "--per_device_train_batch_size", "2", "--output_dir", str(two), "--checkpointing_steps", "1"],
+        num_processes=2,
+    )
+    assert "DistributedType.MULTI_CPU" in result.stderr and "Num processes: 2" in result.stderr
+    checkpoint = two / "checkpoints" / "step_2"
+    for name in ("model.safetensors", "optimizer.bin", "scheduler.bin", "random_states_0.pkl", "random_states_1.pkl"):
+        assert (checkpoint / name).is_file(), name
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["completed_steps"] == 2
+
+    one = tmp_path / "one"
+    _train([*common, "--per_device_train_batch_size", "4", "--output_dir", str(one)])
+    two_params = _parameters(two)
+    # Each step moves a weight by about 2.5e-3 (Adam's first steps are close to lr * sign(grad)); float summation
+    # order differs between the two layouts, so allow 4% of one step.
+    _assert_same_parameters(two_params, _parameters(one), atol=1e-4)
+    after_one_step = _parameters(two / "checkpoints" / "step_1")
+    assert max((two_params[k] - after_one_step[k]).abs().max().item() for k in two_params) > 1e-3
+
+
+def test_killed_run_resumes_to_identical_parameters(tiny_corpus, tmp_path):
+    common = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--max_train_steps", "6"]
+    common += ["--gradient_accumulation_steps", "2", "--eval_steps", "3"]
+    full = tmp_path / "full"
+    _train([*common, "--output_dir", str(full), "--checkpointing_steps", "2", "--checkpoints_total_limit", "2"])
+    assert sorted(path.name for path in (full / "checkpoints").iterdir()) == ["step_4", "step_6"]
+
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, str(SCRIPT), *common, "--output_dir", str(interrupted), "--checkpointing_steps", "3"]
+    process = subprocess.Popen(command, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = interrupted / "checkpoints" / "step_3"
+    deadline = time.monotonic() + 180
+    while not checkpoint.is_dir() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert checkpoint.is_dir(), "the run never wrote its step-3 checkpoint"
+    # Whatever the killed run got to after step 3 is discarded: resume from step 3 exactly.
+    for path in (interrupted / "checkpoints").iterdir():
+        if path != checkpoint:
+            shutil.rmtree(path)
+    (interrupted / "model.safetensors").unlink(missing_ok=True)
+    _train([*common, "--output_dir", str(interrupted), "--resume_from_checkpoint", str(checkpoint)])
+    _assert_same_parameters(_parameters(full), _parameters(interrupted), atol=1e-7)
+    history = json.loads((interrupted / "trainer_history.json").read_text())
+    assert [step for step, _ in history["loss"]] == list(range(1, 7))
+
+
+def test_latest_checkpoint_ignores_unfinished_saves(tmp_path):
+    root = tmp_path / "checkpoints"
+    for name in ("step_2", "step_10", ".step_12.tmp", "notes"):
+        (root / name).mkdir(parents=True)
+    assert [step for step, _ in run_pretraining.list_checkpoints(root)] == [2, 10]
+    assert run_pretraining.resolve_checkpoint("latest", root) == root / "step_10"
+    assert run_pretraining.resolve_checkpoint("latest", tmp_path / "none") is None
+    with pytest.raises(ValueError, match="trainer_state.json"):
+        run_pretraining.resolve_checkpoint(str(root / "step_2"), root)
+
+
+class LocalHub:
+    """`HfApi`-like stand-in with no server: an upload becomes a snapshot of the local Hub cache (`HF_HOME`)."""
+
+    def __init__(self, hf_home: Path):
+        self.hf_home = hf_home
+        self.commits: list[tuple[str, list[str], str]] = []
+
+    def create_repo(self, repo_id: str, exist_ok: bool = False, **kwargs):
+        return repo_id
+
+    def upload_folder(self, repo_id: str, folder_path: str, commit_message: str, ignore_patterns=(), **kwargs):
+        revision = f"{len(self.commits) + 1:040x}"
+        snapshot = hub_cache_snapshot(self.hf_home, repo_id, revision)
+        uploaded = []
+        for path in sorted(Path(folder_path).rglob("*")):
+            relative = path.relative_to(folder_path).as_posix()
+            if path.is_file() and not any(fnmatch.fnmatch(relative, pattern) for pattern in ignore_patterns):
+                (snapshot / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, snapshot / relative)
+                uploaded.append(relative)
+        self.commits.append((repo_id, uploaded, commit_message))
+
+
+def test_pushed_model_loads_by_repo_id_offline(tiny_corpus, tmp_path):
+    from transformers import AutoModel, AutoProcessor
+
+    hub = LocalHub(Path(os.environ["HF_HOME"]))
+    output_dir = tmp_path / "pushed"
+    run_pretraining.main(
+        [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--max_train_steps", "2", "--output_dir", str(output_dir)]
+        + ["--checkpointing_steps", "1", "--push_to_hub", "--hub_model_id", "acme/vatt-tiny-pretrained"],
+        hub_api=hub,
+    )
+    ((repo_id, uploaded, message),) = hub.commits
+    assert repo_id == "acme/vatt-tiny-pretrained" and message == "End of training"
+    assert {"config.json", "model.safetensors", "README.md", "modeling_vatt.py", "tokenizer.json"} <= set(uploaded)
+    assert {"loss_curve.png", "similarity_matrix.png", "processor_config.json"} <= set(uploaded)
+    assert not [name for name in uploaded if name.startswith("checkpoints/")]
+    card = ModelCard.load(output_dir / "README.md", ignore_metadata_errors=False)
+    assert card.data.pipeline_tag == "zero-shot-audio-classification"
+    assert card.data.library_name == "transformers"
+    assert card.data.eval_results, "the model-index holds no metric"
+
+    model = AutoModel.from_pretrained("acme/vatt-tiny-pretrained")
+    processor = AutoProcessor.from_pretrained("acme/vatt-tiny-pretrained")
+    _assert_same_parameters(_parameters(output_dir), dict(model.state_dict()), atol=0)
+    rate = processor.feature_extractor.sampling_rate
+    audio = np.random.default_rng(0).standard_normal(rate // 2).astype(np.float32)
+    inputs = processor(text=["a passage", "another passage"], audio=audio, sampling_rate=rate, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_audio
+    np.save(tmp_path / "audio.npy", audio)
+
+    remote = run_without_package(
+        f"""
+        import numpy as np, torch
+        from transformers import AutoModel, AutoProcessor
+        model = AutoModel.from_pretrained("acme/vatt-tiny-pretrained", trust_remote_code=True)
+        processor = AutoProcessor.from_pretrained("acme/vatt-tiny-pretrained", trust_remote_code=True)
+        audio = np.load({str(tmp_path / "audio.npy")!r})
+        inputs = processor(text=["a passage", "another passage"], audio=audio,
+                           sampling_rate=processor.feature_extractor.sampling_rate, return_tensors="pt")
+        with torch.no_grad():
+            print(model(**inputs).logits_per_audio.tolist())
+        """,
+        cwd=tmp_path,
+    )
+    torch.testing.assert_close(torch.tensor(json.loads(remote.strip().splitlines()[-1])), expected)
+
+
+def _write_clip(path: Path, seconds: float, rate: int = 16000, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    sf.write(path, 0.1 * rng.standard_normal(int(seconds * rate)).astype(np.float32), rate)
+
+
+def test_bad_rows_are_skipped_counted_and_reported(tiny_corpus, tmp_path, caplog):
+    from datasets import load_from_disk
+
+    corpus = load_from_disk(str(tiny_corpus / "dataset"))
+    audio_dir = tmp_path / "audio"
+    audio_dir.mkdir()
+    rows = []
+    for split in ("train", "validation", "test"):
+        for example in corpus[split]:
+            rows.append({"audio": str(tiny_corpus / "audio" / f"{example['id']}.flac"), "text": example["text"]})
+    (audio_dir / "broken.flac").write_bytes(b"this is not audio")
+    sf.write(audio_dir / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    _write_clip(audio_dir / "silent_text.wav", 1.0)
+    rows += [
+        {"audio": str(audio_dir / "broken.flac"), "text": "unreadable audio file"},
+        {"audio": str(audio_dir / "empty.wav"), "text": "an empty recording"},
+        {"audio": str(audio_dir / "silent_text.wav"), "text": "   "},
+    ]
+    train_file = tmp_path / "train.jsonl"
+    train_file.write_text("".join(json.dumps(row) + "\n" for row in rows[:2] + rows[4:]))
+    validation_file = tmp_path / "validation.jsonl"
+    validation_file.write_text("".join(json.dumps(row) + "\n" for row in rows[2:4]))
+    output_dir = tmp_path / "out"
+    args = ["--model_preset", "tiny", "--per_device_train_batch_size", "4", "--max_train_steps", "1"]
+    args += [
+        "--train_file",
+        str(train_file),
+        "--validation_file",
+        str(validation_file),
+        "--output_dir",
+        str(output_dir),
+    ]
+    with caplog.at_level(logging.INFO):
+        final = run_pretraining.main(args)
+    summary = json.loads((output_dir / "eval_results.json").read_text())
+    assert summary["skipped_rows"] == {"unreadable audio": 1, "empty audio": 1, "empty transcript": 1}
+    assert "Skipped 3 row(s)" in caplog.text
+    # Two long held-out recordings: scored window by window and as whole recordings against full transcripts.
+    assert summary["eval_recordings"] == 2
+    assert final["validation/recording/audio_to_text_chance_R@1"] == pytest.approx(0.5)
+    assert 0 <= final["validation/window/audio_to_text_R@1"] <= 1
+
+    with pytest.raises(ValueError, match=r"Missing text column 'transcript'.*\['audio', 'text'\]"):
+        run_pretraining.main([*args, "--text_column", "transcript"])
+
+
+def test_window_longer_than_position_table_without_windowing_is_refused(tiny_corpus, tmp_path):
+    overrides = json.dumps({"audio_config": {"long_input_mode": "full", "position_interpolation": "spline"}})
+    args = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--output_dir", str(tmp_path), "--max_train_steps", "1"]
+    with pytest.raises(ValueError, match=r"more than the 50-row position table.*--window_seconds 0\.133"):
+        run_pretraining.main([*args, "--config_overrides", overrides, "--window_seconds", "1"])
+
+
+def test_retrieval_wiring_matches_hand_computed_ranks():
+    from modeling_vatt.metrics_utils import load_retrieval_metric
+
+    audio = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    text = torch.tensor([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])
+    similarity = run_pretraining.cosine_similarity(audio, text)
+    # Hand-computed cosines: audio 0 -> (0.995, 1, 0), audio 1 -> (0.0995, 0, 1), audio 2 -> (0.774, 0.707, 0.707).
+    np.testing.assert_allclose(similarity[2], [1.1 / np.sqrt(2 * 1.01), np.sqrt(0.5), np.sqrt(0.5)], rtol=1e-6)
+    # audio->text ranks of the correct texts: 2, 3, 3 (ties count against); text->audio ranks: 1, 3, 2.
+    results = run_pretraining.retrieval_metrics(similarity, load_retrieval_metric(keep_in_memory=True))
+    assert results["audio_to_text_R@1"] == 0.0
+    assert results["audio_to_text_median_rank"] == 3.0
+    assert results["audio_to_text_mean_rank"] == pytest.approx(8 / 3)
+    assert results["text_to_audio_R@1"] == pytest.approx(1 / 3)
+    assert results["text_to_audio_median_rank"] == 2.0
+    assert results["audio_to_text_chance_R@1"] == pytest.approx(1 / 3)
+    table = run_pretraining.format_retrieval_table({f"window/{key}": value for key, value in results.items()})
+    assert "window/audio->text" in table and "0.000 (0.333)" in table
+
+
+def test_model_card_renders_valid_metadata_and_names_missing_fields():
+    from modeling_vatt.model_card import render_model_card
+
+    results = {"test/window/audio_to_text_R@1": 0.25, "test/window/audio_to_text_chance_R@1": 0.05, "accuracy": 0.5}
+    card = render_model_card(
+        None,
+        model_name="acme/vatt",
+        dataset="my-speech",
+        training_data="Lectures.",
+        hyperparameters={"lr": 1e-3, "steps": 10},
+        results=results,
+    )
+    metadata = ModelCard(card, ignore_metadata_errors=False).data
+    assert metadata.license == "apache-2.0" and metadata.datasets == ["my-speech"]
+    values = {(result.dataset_split, result.metric_name): result.metric_value for result in metadata.eval_results}
+    assert values == {("test", "window audio->text R@1"): 0.25, ("test", "accuracy"): 0.5}
+    assert "| test | window | audio → text | 0.250 (0.050) | - | - | - |" in card
+    assert "| lr | 0.001 |" in card
+    with pytest.raises(ValueError, match=r"\['training_data'\]"):
+        render_model_card(None, model_name="acme/vatt", dataset="my-speech")
+
+
+@pytest.mark.parametrize("name", ["cpu", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2"])
+def test_accelerate_configs_load(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.utils import DistributedType
+
+    config = load_config_from_file(str(REPO_ROOT / "examples" / "accelerate_configs" / f"{name}.yaml"))
+    expected = {
+        "cpu": DistributedType.NO,
+        "single_gpu": DistributedType.NO,
+        "multi_gpu_ddp": DistributedType.MULTI_GPU,
+        "fsdp": DistributedType.FSDP,
+        "deepspeed_zero2": DistributedType.DEEPSPEED,
+    }
+    assert config.distributed_type == expected[name]
+    assert config.use_cpu == (name == "cpu")
