@@ -126,20 +126,20 @@ def polyharmonic_spline_matrix(num_rows: int, length: int) -> np.ndarray:
     return evaluation @ coefficients
 
 
-@functools.lru_cache(maxsize=32)
-def linear_interpolation_matrix(num_rows: int, length: int) -> np.ndarray:
-    """`(length, num_rows)` matrix resampling a table linearly over the same fractional grid as the spline."""
-    coordinates = np.minimum(np.arange(length, dtype=np.float64) * num_rows / length, num_rows - 1)
-    lower = np.floor(coordinates).astype(np.int64)
-    upper = np.minimum(lower + 1, num_rows - 1)
-    fraction = coordinates - lower
-    matrix = np.zeros((length, num_rows))
-    matrix[np.arange(length), lower] += 1.0 - fraction
-    matrix[np.arange(length), upper] += fraction
-    return matrix
-
-
-_RESAMPLING_MATRICES = {"spline": polyharmonic_spline_matrix, "linear": linear_interpolation_matrix}
+def resample_table(weight: torch.Tensor, length: int, mode: str) -> torch.Tensor:
+    """Resample a `(rows, hidden)` table to `length` rows over the fractional grid `j / length` (spline or linear)."""
+    num_rows = weight.shape[0]
+    if length == num_rows:
+        return weight
+    if mode == "spline":
+        matrix = torch.from_numpy(polyharmonic_spline_matrix(num_rows, length)).to(weight.device)
+        return (matrix @ weight.double()).to(weight.dtype)
+    coordinates = torch.arange(length, device=weight.device, dtype=torch.float64) * num_rows / length
+    coordinates = coordinates.clamp(max=num_rows - 1)
+    lower = coordinates.floor().long()
+    upper = (lower + 1).clamp(max=num_rows - 1)
+    fraction = (coordinates - lower).to(weight.dtype).unsqueeze(-1)
+    return torch.lerp(weight[lower], weight[upper], fraction)
 
 
 def learned_position_embeddings(
@@ -170,14 +170,7 @@ def learned_position_embeddings(
     else:
         unique, inverse = torch.unique(valid_lengths, return_inverse=True)
         targets = unique.tolist()
-    weight = table.weight
-    rows = []
-    for target in targets:
-        resampled = weight
-        if target != num_rows:
-            matrix = torch.from_numpy(_RESAMPLING_MATRICES[mode](num_rows, target)).to(weight.device)
-            resampled = (matrix @ weight.double()).to(weight.dtype)
-        rows.append(F.pad(resampled, (0, 0, 0, length - target)))
+    rows = [F.pad(resample_table(table.weight, target, mode), (0, 0, 0, length - target)) for target in targets]
     positions = layernorm(torch.stack(rows))
     return positions if inverse is None else positions[inverse]
 
@@ -296,8 +289,7 @@ class VattRMSNorm(nn.Module):
         self.variance_epsilon = eps
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        variance = hidden_states.float().pow(2).mean(-1, keepdim=True)
-        normed = hidden_states.float() * torch.rsqrt(variance + self.variance_epsilon)
+        normed = F.rms_norm(hidden_states.float(), hidden_states.shape[-1:], eps=self.variance_epsilon)
         return self.weight * normed.to(self.weight.dtype)
 
 
@@ -416,7 +408,11 @@ class VattEncoderLayer(GradientCheckpointingLayer):
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device: torch.device) -> torch.Tensor:
     """T5 bidirectional buckets of `key - query` offsets, shape `(length, length)`."""
     positions = torch.arange(length, device=device)
-    relative = positions[None, :] - positions[:, None]
+    return offset_buckets(positions[None, :] - positions[:, None], num_buckets, max_distance)
+
+
+def offset_buckets(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5 bidirectional bucket of each `key - query` offset: exact below `num_buckets / 4`, log-spaced above."""
     half = num_buckets // 2
     buckets = (relative > 0).long() * half
     distance = relative.abs()
@@ -443,17 +439,15 @@ class VattEncoder(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.gradient_checkpointing = False
 
-    def position_bias(self, length: int) -> torch.Tensor | None:
-        """`(1, heads, length, length)` relative bias shared by every layer, or None without relative positions."""
-        if self.relative_attention_bias is None:
-            return None
-        buckets = relative_position_buckets(
-            length,
-            self.config.relative_attention_num_buckets,
-            self.config.relative_attention_max_distance,
-            self.relative_attention_bias.weight.device,
+    def position_bias(self, length: int) -> torch.Tensor:
+        """`(1, heads, length, length)` relative bias shared by every layer (built from its `2 * length - 1` offsets)."""
+        offsets = torch.arange(1 - length, length, device=self.relative_attention_bias.weight.device)
+        buckets = offset_buckets(
+            offsets, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
         )
-        return self.relative_attention_bias(buckets).permute(2, 0, 1).unsqueeze(0)
+        per_offset = self.relative_attention_bias(buckets).T  # (heads, 2 * length - 1)
+        # Row q of the bias holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
+        return per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
 
     def forward(
         self,
@@ -462,9 +456,15 @@ class VattEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        position_bias = self.position_bias(hidden_states.shape[1])
-        if position_bias is not None:
-            position_bias = position_bias.to(hidden_states.dtype)
+        position_bias = None
+        if self.relative_attention_bias is not None:
+            # As in the original, the padding mask is folded into the shared bias once, not in every layer.
+            position_bias = self.position_bias(hidden_states.shape[1]).to(hidden_states.dtype)
+            if attention_mask is not None and attention_mask.dtype == torch.bool:
+                position_bias = position_bias.masked_fill(~attention_mask, torch.finfo(position_bias.dtype).min)
+            elif attention_mask is not None:
+                position_bias = position_bias + attention_mask
+            attention_mask = None
         for layer in self.layers:
             hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
         return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
@@ -500,6 +500,14 @@ class VattPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.position_embedding.weight, std=hidden**-0.5)
             if isinstance(module, VattTextEmbeddings):
                 init.normal_(module.word_embeddings.weight, std=module.word_embeddings.embedding_dim**-0.5)
+        elif isinstance(module, VattAttention) and module.scaling == 1.0:
+            # T5's initialiser for its unscaled attention: query-key logits start with unit variance. Glorot kernels
+            # would give them a variance of `head_dim` (near one-hot attention whose softmax barely passes gradients).
+            hidden = module.q_proj.in_features
+            init.normal_(module.q_proj.weight, std=(hidden * module.head_dim) ** -0.5)
+            init.normal_(module.k_proj.weight, std=hidden**-0.5)
+            init.normal_(module.v_proj.weight, std=hidden**-0.5)
+            init.normal_(module.out_proj.weight, std=module.out_proj.in_features**-0.5)
         elif isinstance(module, VattEncoder) and module.relative_attention_bias is not None:
             init.normal_(module.relative_attention_bias.weight, std=module.config.hidden_size**-0.5)
         elif isinstance(module, VattRMSNorm):
@@ -524,7 +532,9 @@ class VattPreTrainedModel(PreTrainedModel):
 
 
 def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    if not torch.isfinite(tensor).all():
+    # A NaN or Inf makes the sum non-finite, so a finite sum proves the input finite without the full check's
+    # temporaries; only a sum that overflowed (or a truly bad input) pays for the element-wise check.
+    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
         raise ValueError(f"`{name}` contains NaN or infinite values.")
 
 

@@ -1,0 +1,372 @@
+"""
+VATT audio and text towers against transformers encoders of the same dimensions, on CPU.
+
+`VattAudioModel` is compared with `ViTModel` fed a `(1, 128 * patches)` "image" cut into `(1, 128)` patches, so
+both see the same tokens (patches + one AGG/CLS token) and the same 128-wide patch projection; `VattTextModel`
+(T5-style) with `BertModel` of the same width, depth and vocabulary, given as many ids as VATT has tokens (AGG
+included), with its word table frozen when VATT's is. Weights are random, dropout and DropToken are off (except in
+the DropToken comparison), attention is SDPA. Each comparison runs in one process, alternating the compared models
+and an fp32 matmul of the feed-forward shape (the same-run matmul ceiling); times are medians. FLOPs follow the
+formula in `timing.py`.
+
+    python benchmarks/bench_encoders.py [--quick] [--output FILE.md] [--repetitions N] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import alternate, encoder_flops, markdown_table, matmul_ceiling, median, set_threads  # noqa: E402
+
+from modeling_vatt import VattAudioConfig, VattAudioModel, VattTextConfig, VattTextModel  # noqa: E402
+
+# Benchmark preset -> (audio preset, text preset), as in `VattConfig.from_preset`.
+PRESETS = {"small": ("small", "small"), "base": ("base", "t5_small"), "tiny": ("tiny", "tiny")}
+NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_dropout": 0.0}
+
+
+@dataclass
+class Pair:
+    """A VATT tower, its transformers peer, their inputs and the forward FLOPs of one call."""
+
+    vatt: torch.nn.Module
+    peer: torch.nn.Module
+    vatt_inputs: dict[str, torch.Tensor]
+    peer_inputs: dict[str, torch.Tensor]
+    flops: float
+    tokens: int
+    hidden_size: int
+    intermediate_size: int
+
+
+def audio_model(preset: str, patches: int, attn: str = "sdpa", **overrides) -> tuple[VattAudioModel, dict]:
+    """A random-weight audio tower for `patches` patches; inputs longer than the table use full attention."""
+    config = VattAudioConfig.from_preset(preset, **{"drop_token_rate": 0.0, **NO_DROPOUT, **overrides})
+    if patches > config.max_position_embeddings:
+        config = VattAudioConfig.from_preset(
+            preset,
+            **{"drop_token_rate": 0.0, **NO_DROPOUT, **overrides},
+            long_input_mode="full",
+            position_interpolation="linear",
+        )
+    config._attn_implementation = attn
+    model = VattAudioModel(config)
+    return model, {"input_values": torch.randn(1, patches * config.patch_size)}
+
+
+def text_model(preset: str, length: int, attn: str = "sdpa", **overrides) -> tuple[VattTextModel, dict]:
+    config = VattTextConfig.from_preset(preset, **{**NO_DROPOUT, **overrides})
+    config._attn_implementation = attn
+    model = VattTextModel(config)
+    return model, {"input_ids": torch.randint(1, config.vocab_size, (1, length))}
+
+
+def audio_pair(preset: str, patches: int) -> Pair:
+    vatt, vatt_inputs = audio_model(preset, patches)
+    config = vatt.config
+    peer_config = ViTConfig(
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=config.layer_norm_eps,
+        image_size=(1, config.patch_size * patches),
+        patch_size=(1, config.patch_size),
+        num_channels=1,
+    )
+    peer_config._attn_implementation = "sdpa"
+    peer = ViTModel(peer_config, add_pooling_layer=False)
+    peer_inputs = {"pixel_values": vatt_inputs["input_values"].view(1, 1, 1, -1)}
+    flops = encoder_flops(
+        patches + 1,
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.intermediate_size,
+        config.num_attention_heads * config.head_dim,
+        config.patch_size,
+    )
+    return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, patches + 1, config.hidden_size, config.intermediate_size)
+
+
+def text_pair(preset: str, length: int) -> Pair:
+    vatt, vatt_inputs = text_model(preset, length)
+    config = vatt.config
+    peer_config = BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        layer_norm_eps=config.layer_norm_eps,
+        max_position_embeddings=length + 1,
+    )
+    peer_config._attn_implementation = "sdpa"
+    peer = BertModel(peer_config, add_pooling_layer=False)
+    peer.embeddings.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
+    peer_ids = torch.cat([torch.ones(1, 1, dtype=torch.long), vatt_inputs["input_ids"]], dim=1)
+    flops = encoder_flops(
+        length + 1,
+        config.hidden_size,
+        config.num_hidden_layers,
+        config.intermediate_size,
+        config.num_attention_heads * config.head_dim,
+        config.embedding_size,
+    )
+    peer_inputs = {"input_ids": peer_ids}
+    return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, length + 1, config.hidden_size, config.intermediate_size)
+
+
+def forward_fn(model: torch.nn.Module, inputs: dict, autocast: bool = False) -> Callable[[], torch.Tensor]:
+    """Inference-mode forward returning the first token's output (VATT's pooled output, ViT/BERT's CLS)."""
+    model.eval()
+
+    def run() -> torch.Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            return model(**inputs).last_hidden_state[:, 0]
+
+    return run
+
+
+def train_step_fn(model: torch.nn.Module, inputs: dict) -> Callable[[], None]:
+    """Training-mode forward and backward of the summed last hidden state."""
+    model.train()
+
+    def run() -> None:
+        model.zero_grad(set_to_none=True)
+        model(**inputs).last_hidden_state.sum().backward()
+
+    return run
+
+
+def cosine(reference: torch.Tensor, other: torch.Tensor) -> float:
+    return F.cosine_similarity(reference.float().flatten(), other.float().flatten(), dim=0).item()
+
+
+def bf16_agreement(model: torch.nn.Module, inputs: dict) -> dict[str, float]:
+    """Cosine similarity of the pooled output in bf16 autocast and with bf16 weights against fp32."""
+    reference = forward_fn(model, inputs)()
+    autocast = forward_fn(model, inputs, autocast=True)()
+    bf16_model = _bf16_copy(model)
+    weights = forward_fn(bf16_model, inputs)()
+    return {"autocast": cosine(reference, autocast), "bf16 weights": cosine(reference, weights)}
+
+
+def _bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
+    copy = type(model)(model.config).to(torch.bfloat16)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def compare_with_peer(pair: Pair, repetitions: int, warmup: int, budget: float | None) -> list[list]:
+    """
+    Rows (pass, rounds, VATT s, peer s, speed ratio, GFLOP/s, ceiling, efficiency) for forward and forward+backward.
+    Forward+backward gets no warm-up round of its own: the forward rounds already ran every kernel shape once.
+    """
+    ceiling = matmul_ceiling(pair.tokens, pair.hidden_size, pair.intermediate_size)
+    rows = []
+    passes = (("forward", forward_fn, pair.flops, warmup), ("fwd+bwd", train_step_fn, 3 * pair.flops, 0))
+    for name, make, flops, warmup_rounds in passes:
+        ceilings: list[float] = []
+        times = alternate(
+            {
+                "vatt": make(pair.vatt, pair.vatt_inputs),
+                "peer": make(pair.peer, pair.peer_inputs),
+                "ceiling": lambda record=ceilings.append: record(ceiling()),
+            },
+            repetitions,
+            warmup_rounds,
+            budget,
+        )
+        vatt_time, peer_time, best = median(times["vatt"]), median(times["peer"]), median(ceilings)
+        vatt_rate, peer_rate = flops / vatt_time / 1e9, flops / peer_time / 1e9
+        ratio, efficiency = peer_time / vatt_time, vatt_rate / best
+        rows.append([name, len(times["vatt"]), vatt_time, peer_time, ratio, vatt_rate, peer_rate, best, efficiency])
+    return rows
+
+
+def peer_section(
+    presets: list[str], audio_lengths: list[int], text_lengths: list[int], reps: int, warmup: int, budget: float | None
+) -> str:
+    rows = []
+    for preset in presets:
+        audio_preset, text_preset = PRESETS[preset]
+        for tower, build, tower_preset, lengths, peer_name in (
+            ("audio", audio_pair, audio_preset, audio_lengths, "ViTModel"),
+            ("text", text_pair, text_preset, text_lengths, "BertModel"),
+        ):
+            for length in lengths:
+                torch.manual_seed(0)
+                pair = build(tower_preset, length)
+                for row in compare_with_peer(pair, reps, warmup, budget):
+                    rows.append([tower, f"{preset} ({tower_preset})", f"{length:,}", peer_name, *row])
+                del pair
+    headers = [
+        "tower",
+        "preset",
+        "tokens",
+        "peer",
+        "pass",
+        "rounds",
+        "VATT s",
+        "peer s",
+        "speed vs peer",
+        "VATT GFLOP/s",
+        "peer GFLOP/s",
+        "matmul ceiling GFLOP/s",
+        "VATT efficiency",
+    ]
+    return (
+        "### VATT vs transformers encoders of the same dimensions\n\n"
+        "`speed vs peer` = peer time / VATT time (>= 1.0: VATT no slower); times are medians over `rounds` alternating "
+        "rounds. Tokens exclude the AGG/CLS token. Audio "
+        "inputs longer than the 1,200-row position table use `long_input_mode='full'` with linear position "
+        "interpolation (one attention over all tokens, like the peer).\n\n" + markdown_table(headers, rows)
+    )
+
+
+def drop_token_section(preset: str, patches: int, reps: int, warmup: int, budget: float | None = None) -> str:
+    torch.manual_seed(0)
+    models = {rate: audio_model(preset, patches, drop_token_rate=rate) for rate in (0.0, 0.5)}
+    times = alternate(
+        {rate: train_step_fn(model, inputs) for rate, (model, inputs) in models.items()}, reps, warmup, budget
+    )
+    full, dropped = median(times[0.0]), median(times[0.5])
+    rows = [[f"audio {preset}", f"{patches:,}", full, dropped, full / dropped]]
+    headers = ["tower", "patches", "DropToken 0.0 fwd+bwd s", "DropToken 0.5 fwd+bwd s", "speed-up"]
+    return "### DropToken (training, forward+backward)\n\n" + markdown_table(headers, rows)
+
+
+def attention_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
+    rows = []
+    for tower, preset, length in cases:
+        build = audio_model if tower == "audio" else text_model
+        torch.manual_seed(0)
+        eager, inputs = build(preset, length, attn="eager")
+        sdpa, _ = build(preset, length, attn="sdpa")
+        sdpa.load_state_dict(eager.state_dict())
+        run_eager, run_sdpa = forward_fn(eager, inputs), forward_fn(sdpa, inputs)
+        times = alternate({"eager": run_eager, "sdpa": run_sdpa}, reps, warmup, budget)
+        eager_time, sdpa_time = median(times["eager"]), median(times["sdpa"])
+        agreement = f"{cosine(run_eager(), run_sdpa()):.6f}"
+        rows.append([f"{tower} {preset}", f"{length:,}", eager_time, sdpa_time, eager_time / sdpa_time, agreement])
+    headers = ["tower", "tokens", "eager s", "SDPA s", "SDPA speed-up", "cosine(pooled)"]
+    return "### Eager vs SDPA attention (forward, inference mode)\n\n" + markdown_table(headers, rows)
+
+
+def bf16_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
+    rows = []
+    for tower, preset, length in cases:
+        build = audio_model if tower == "audio" else text_model
+        torch.manual_seed(0)
+        model, inputs = build(preset, length)
+        bf16_model = _bf16_copy(model)
+        times = alternate(
+            {
+                "fp32": forward_fn(model, inputs),
+                "autocast": forward_fn(model, inputs, autocast=True),
+                "bf16 weights": forward_fn(bf16_model, inputs),
+            },
+            reps,
+            warmup,
+            budget,
+        )
+        fp32 = median(times["fp32"])
+        agreement = bf16_agreement(model, inputs)
+        for variant in ("autocast", "bf16 weights"):
+            bf16 = median(times[variant])
+            rows.append(
+                [f"{tower} {preset}", f"{length:,}", variant, fp32, bf16, fp32 / bf16, f"{agreement[variant]:.6f}"]
+            )
+    headers = ["tower", "tokens", "variant", "fp32 s", "bf16 s", "bf16 speed-up", "cosine(pooled) vs fp32"]
+    return "### fp32 vs bf16 inference (forward)\n\n" + markdown_table(headers, rows)
+
+
+def compile_section(preset: str, patches: int, reps: int, warmup: int, budget: float | None = None) -> str:
+    torch.manual_seed(0)
+    model, inputs = audio_model(preset, patches)
+    eager = forward_fn(model, inputs)
+    compiled_model = torch.compile(model)
+    compiled = forward_fn(compiled_model, inputs)
+    start = time.perf_counter()
+    compiled()
+    compile_seconds = time.perf_counter() - start
+    times = alternate({"eager": eager, "compiled": compiled}, reps, warmup, budget)
+    eager_time, compiled_time = median(times["eager"]), median(times["compiled"])
+    rows = [
+        [
+            f"audio {preset}",
+            f"{patches:,}",
+            compile_seconds,
+            eager_time,
+            compiled_time,
+            eager_time / compiled_time,
+            f"{cosine(eager(), compiled()):.6f}",
+        ]
+    ]
+    headers = ["tower", "patches", "compile s (first call)", "eager s", "compiled s", "speed-up", "cosine(pooled)"]
+    return "### `torch.compile` (forward, inference mode, default inductor)\n\n" + markdown_table(headers, rows)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny dims, one repetition (smoke run)")
+    parser.add_argument("--output", type=Path, help="also write the markdown here")
+    parser.add_argument("--repetitions", type=int, help="timed repetitions (default 3, 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all visible cores)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument(
+        "--case-budget", type=float, default=None, help="seconds of timed rounds per comparison before stopping early"
+    )
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    reps = args.repetitions or (1 if args.quick else 3)
+    warmup = 1
+    if args.quick:
+        presets, audio_lengths, text_lengths, big = ["tiny"], [50, 100], [16, 32], "tiny"
+        extra_audio, extra_text = 50, 32
+    else:
+        presets, audio_lengths, text_lengths, big = ["small", "base"], [1200, 4800], [512, 2048], "base"
+        extra_audio, extra_text = 1200, 2048
+    budget = args.case_budget
+    steps = [
+        lambda: peer_section(presets, audio_lengths, text_lengths, reps, warmup, budget),
+        lambda: drop_token_section(big, extra_audio, reps, warmup, budget),
+        lambda: attention_section(
+            [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text)], reps, warmup, budget
+        ),
+        lambda: bf16_section(
+            [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text // 4)], reps, warmup, budget
+        ),
+    ]
+    if not (args.quick or args.no_compile):
+        steps.append(lambda: compile_section(big, extra_audio, reps, warmup, budget))
+    sections = []
+    for step in steps:
+        sections.append(step())
+        print(sections[-1] + "\n", flush=True)
+        if args.output:  # keep what is done if a later step fails
+            args.output.write_text("\n\n".join(sections) + "\n")
+    text = "\n\n".join(sections) + "\n"
+    return text
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""Benchmarks: a tiny smoke run of the scripts, the timing helpers, bf16 agreement and the long-audio recordings."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import bench_encoders  # noqa: E402
+import bench_long_audio  # noqa: E402
+import timing  # noqa: E402
+
+BF16_MIN_COSINE = 0.999  # pooled outputs of a bf16 forward vs fp32 (the issue's tolerance)
+
+
+def test_run_all_quick_writes_every_table(tmp_path):
+    output = tmp_path / "results.md"
+    command = [sys.executable, str(BENCHMARKS / "run_all.py"), "--quick", "--threads", "1", "--output", str(output)]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
+    report = output.read_text()
+    assert "- CPU: " in report and "torch threads: 1" in report
+    for title in ("VATT vs transformers", "DropToken", "Eager vs SDPA", "fp32 vs bf16", "Long recordings"):
+        assert f"### {title}" in report, title
+    peer_rows = [line for line in report.splitlines() if line.startswith("| audio |") or line.startswith("| text |")]
+    assert len(peer_rows) == 8  # 2 towers x 2 lengths x (forward, fwd+bwd)
+    long_rows = [line for line in report.splitlines() if line.startswith("| tiny | 2 s |")]
+    assert [row.split(" | ")[2] for row in long_rows] == list(bench_long_audio.MODES)
+    for row in long_rows:
+        compute, real_time_factor, peak_mib = (float(cell) for cell in row.split(" | ")[3:6])
+        assert compute > 0 and real_time_factor == pytest.approx(2 / compute, rel=0.01) and peak_mib > 50
+
+
+def test_encoder_flops_formula():
+    # 1 layer, T=10, d=4, a=8, f=16, p=2: 2*10*2*4 + 8*10*4*8 + 4*10*4*16 + 4*100*8
+    assert timing.encoder_flops(10, 4, 1, 16, 8, 2) == 160 + 2560 + 2560 + 3200
+    assert timing.encoder_flops(10, 4, 3, 16, 8, 2) == 160 + 3 * (2560 + 2560 + 3200)
+
+
+def test_alternate_times_every_function_each_round():
+    calls = []
+    times = timing.alternate({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert {name: len(values) for name, values in times.items()} == {"a": 3, "b": 3}
+    assert len(timing.alternate({"a": lambda: None}, 5, warmup=0, time_budget=0.0)["a"]) == 1
+    with pytest.raises(ValueError, match="repetitions"):
+        timing.alternate({"a": lambda: None}, 0)
+
+
+def test_matmul_ceiling_and_table():
+    assert timing.matmul_ceiling(64, 64, 64, min_seconds=0.01)() > 0
+    table = timing.markdown_table(["name", "value"], [["x", 0.123456], ["y", 12345.6]])
+    assert table.splitlines() == ["| name | value |", "|---|---|", "| x | 0.123 |", "| y | 12,346 |"]
+
+
+def test_peak_rss_is_the_childs_own():
+    allocate = f"import sys; sys.path.insert(0, {str(BENCHMARKS)!r}); import numpy, timing; "
+    allocate += "numpy.ones({}).sum(); print('done'); timing.report_peak_rss()"
+    _, small = timing.run_with_peak_rss([sys.executable, "-c", allocate.format(1000)])
+    stdout, large = timing.run_with_peak_rss([sys.executable, "-c", allocate.format(40_000_000)])  # 305 MiB
+    assert stdout == "done\n"
+    assert 250 * 2**20 < large - small < 400 * 2**20
+    with pytest.raises(RuntimeError, match="exit code 3"):
+        timing.run_with_peak_rss([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="did not report"):
+        timing.run_with_peak_rss([sys.executable, "-c", "print('no report')"])
+
+
+def test_bf16_audio_pooled_output_agrees_with_fp32():
+    torch.manual_seed(0)
+    model, inputs = bench_encoders.audio_model("small", 300)
+    agreement = bench_encoders.bf16_agreement(model, inputs)
+    assert set(agreement) == {"autocast", "bf16 weights"}
+    for variant, similarity in agreement.items():
+        assert BF16_MIN_COSINE <= similarity <= 1.0 + 1e-6, (variant, similarity)
+
+
+def test_bf16_text_pooled_output_agrees_with_fp32_at_t5_attention_scale():
+    # The T5-style tower has no 1/sqrt(head_dim) in attention; T5 folds it into the query weights, which the
+    # model's Glorot initialisation does not, so random-init logits are ~8x too peaked and bf16 drifts (cosine
+    # ~0.99 at 64 tokens). Scaling the queries as T5 initialises them gives the regime of trained weights.
+    torch.manual_seed(0)
+    model, inputs = bench_encoders.text_model("small", 64)
+    with torch.no_grad():
+        for layer in model.encoder.layers:
+            layer.self_attn.q_proj.weight.mul_(model.config.head_dim**-0.5)
+    for variant, similarity in bench_encoders.bf16_agreement(model, inputs).items():
+        assert BF16_MIN_COSINE <= similarity <= 1.0 + 1e-6, (variant, similarity)
+
+
+def test_peer_pairs_see_the_same_tokens():
+    audio = bench_encoders.audio_pair("tiny", 120)  # longer than the 50-row table: full attention
+    assert audio.vatt.config.long_input_mode == "full"
+    with torch.inference_mode():
+        assert audio.vatt.eval()(**audio.vatt_inputs).last_hidden_state.shape[1] == audio.tokens == 121
+        assert audio.peer.eval()(**audio.peer_inputs).last_hidden_state.shape[1] == 121
+    text = bench_encoders.text_pair("tiny", 40)
+    with torch.inference_mode():
+        assert text.vatt.eval()(**text.vatt_inputs).last_hidden_state.shape[1] == text.tokens == 41
+        assert text.peer.eval()(**text.peer_inputs).last_hidden_state.shape[1] == 41
+
+
+def test_synthetic_recording_reads_consistent_ranges():
+    recording = bench_long_audio.SyntheticRecording(2.5, sampling_rate=1000, seed=3)
+    whole = recording.read(0, recording.num_samples)
+    assert whole.shape == (1, 2500) and whole.std() > 0.05
+    torch.testing.assert_close(recording.read(950, 2100), whole[:, 950:2100], rtol=0, atol=0)
+    assert recording.read(2400, 9999).shape == (1, 100)
+
+
+def test_recording_file_holds_the_synthetic_samples(tmp_path):
+    path = bench_long_audio.write_recording(tmp_path / "noise.wav", 2.5, block_seconds=1)
+    samples, rate = soundfile.read(path, dtype="float32")
+    expected = bench_long_audio.SyntheticRecording(2.5).read(0, 120_000)[0].numpy()
+    assert rate == 48_000 and samples.shape == (120_000,)
+    np.testing.assert_array_equal(samples, expected)
