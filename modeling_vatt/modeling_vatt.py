@@ -334,6 +334,12 @@ class VattAttention(nn.Module):
         self.k_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
         self.v_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
         self.out_proj = nn.Linear(inner_size, config.hidden_size, bias=not t5_style)
+        if t5_style:
+            # T5's initialiser for unscaled attention: query-key logits start with unit variance (Glorot kernels
+            # would give them a variance of `head_dim`, i.e. near one-hot attention that barely passes gradients).
+            self.q_proj.init_std = (config.hidden_size * config.head_dim) ** -0.5
+            self.k_proj.init_std = self.v_proj.init_std = config.hidden_size**-0.5
+            self.out_proj.init_std = inner_size**-0.5
 
     def forward(
         self,
@@ -429,9 +435,12 @@ class VattEncoder(nn.Module):
         super().__init__()
         self.config = config
         t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
-        self.relative_attention_bias = (
-            nn.Embedding(config.relative_attention_num_buckets, config.num_attention_heads) if t5_style else None
-        )
+        self.relative_attention_bias = None
+        if t5_style:
+            self.relative_attention_bias = nn.Embedding(
+                config.relative_attention_num_buckets, config.num_attention_heads
+            )
+            self.relative_attention_bias.init_std = config.hidden_size**-0.5
         self.layers = nn.ModuleList([VattEncoderLayer(config) for _ in range(config.num_hidden_layers)])
         self.final_layer_norm = (VattRMSNorm if t5_style else nn.LayerNorm)(
             config.hidden_size, eps=config.layer_norm_eps
@@ -488,10 +497,17 @@ class VattPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module: nn.Module) -> None:
         """Original VATT initialisers: Glorot-uniform kernels, zero biases, truncated-normal tables and tokens."""
         super()._init_weights(module)
+        # Modules can ask for a normal initialiser of a given std (`init_std`, set by the T5-style tower).
+        init_std = getattr(module, "init_std", None)
         if isinstance(module, nn.Linear):
-            init.xavier_uniform_(module.weight)
+            if init_std is None:
+                init.xavier_uniform_(module.weight)
+            else:
+                init.normal_(module.weight, std=init_std)
             if module.bias is not None:
                 init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding) and init_std is not None:
+            init.normal_(module.weight, std=init_std)
         elif isinstance(module, (VattAudioEmbeddings, VattTextEmbeddings)):
             size = module.agg_token.shape[0]
             init.trunc_normal_(module.agg_token, std=size**-0.5)
@@ -500,16 +516,6 @@ class VattPreTrainedModel(PreTrainedModel):
                 init.trunc_normal_(module.position_embedding.weight, std=hidden**-0.5)
             if isinstance(module, VattTextEmbeddings):
                 init.normal_(module.word_embeddings.weight, std=module.word_embeddings.embedding_dim**-0.5)
-        elif isinstance(module, VattAttention) and module.scaling == 1.0:
-            # T5's initialiser for its unscaled attention: query-key logits start with unit variance. Glorot kernels
-            # would give them a variance of `head_dim` (near one-hot attention whose softmax barely passes gradients).
-            hidden = module.q_proj.in_features
-            init.normal_(module.q_proj.weight, std=(hidden * module.head_dim) ** -0.5)
-            init.normal_(module.k_proj.weight, std=hidden**-0.5)
-            init.normal_(module.v_proj.weight, std=hidden**-0.5)
-            init.normal_(module.out_proj.weight, std=module.out_proj.in_features**-0.5)
-        elif isinstance(module, VattEncoder) and module.relative_attention_bias is not None:
-            init.normal_(module.relative_attention_bias.weight, std=module.config.hidden_size**-0.5)
         elif isinstance(module, VattRMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, VattForContrastivePretraining):

@@ -80,15 +80,11 @@ def test_bf16_audio_pooled_output_agrees_with_fp32():
         assert BF16_MIN_COSINE <= similarity <= 1.0 + 1e-6, (variant, similarity)
 
 
-def test_bf16_text_pooled_output_agrees_with_fp32_at_t5_attention_scale():
-    # The T5-style tower has no 1/sqrt(head_dim) in attention; T5 folds it into the query weights, which the
-    # model's Glorot initialisation does not, so random-init logits are ~8x too peaked and bf16 drifts (cosine
-    # ~0.99 at 64 tokens). Scaling the queries as T5 initialises them gives the regime of trained weights.
+def test_bf16_text_pooled_output_agrees_with_fp32():
+    # Relies on T5's initialiser for the unscaled attention (query std (hidden * head_dim)^-1/2): with Glorot
+    # queries the random-init logits are ~8x too peaked and bf16 drifts (cosine ~0.885 at 512 tokens).
     torch.manual_seed(0)
     model, inputs = bench_encoders.text_model("small", 64)
-    with torch.no_grad():
-        for layer in model.encoder.layers:
-            layer.self_attn.q_proj.weight.mul_(model.config.head_dim**-0.5)
     for variant, similarity in bench_encoders.bf16_agreement(model, inputs).items():
         assert BF16_MIN_COSINE <= similarity <= 1.0 + 1e-6, (variant, similarity)
 

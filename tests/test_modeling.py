@@ -122,6 +122,22 @@ def test_t5_small_parameter_count_matches_the_original():
     assert (trainable, frozen) == (19_038_252, 65536 * 300)
 
 
+def test_initialisation_follows_the_original_and_t5():
+    torch.manual_seed(0)
+    model = VattForContrastivePretraining(VattConfig.from_preset("small"))
+    audio_q = model.audio_model.encoder.layers[0].self_attn.q_proj
+    text_attention = model.text_model.encoder.layers[0].self_attn
+    hidden, head_dim = model.config.text_config.hidden_size, model.config.text_config.head_dim
+    # Glorot-uniform kernels and zero biases in the audio tower, as Keras initialised the original.
+    assert abs(audio_q.weight.std().item() / (2 / sum(audio_q.weight.shape)) ** 0.5 - 1) < 0.05
+    assert not audio_q.bias.any()
+    # T5's initialiser for the unscaled text attention: unit-variance query-key logits at initialisation.
+    assert abs(text_attention.q_proj.weight.std().item() * (hidden * head_dim) ** 0.5 - 1) < 0.05
+    assert abs(text_attention.k_proj.weight.std().item() * hidden**0.5 - 1) < 0.05
+    assert abs(model.text_model.encoder.relative_attention_bias.weight.std().item() * hidden**0.5 - 1) < 0.1
+    assert model.logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+
+
 def test_unknown_preset_names_the_available_ones():
     with pytest.raises(ValueError, match="available"):
         VattConfig.from_preset("huge")
