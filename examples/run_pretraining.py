@@ -50,7 +50,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader, Sampler
 from tqdm.auto import tqdm
-from transformers import AutoFeatureExtractor, AutoProcessor, AutoTokenizer, get_scheduler
+from transformers import AutoProcessor, get_scheduler
 
 from modeling_vatt import VattConfig, VattForContrastivePretraining
 from modeling_vatt.data import SkipCounter, decode_example, ensure_splits, load_speech_dataset
@@ -432,16 +432,6 @@ def build_model_and_processor(
     if args.drop_token_rate is not None:
         model.config.audio_config.drop_token_rate = args.drop_token_rate
     return model, processor
-
-
-def register_processor_for_auto_classes() -> None:
-    """Let `AutoProcessor`/`AutoTokenizer`/`AutoFeatureExtractor` load the saved folder, with or without the package."""
-    AutoFeatureExtractor.register(VattConfig, VattFeatureExtractor, exist_ok=True)
-    AutoTokenizer.register(VattConfig, tokenizer_class=VattTokenizer, exist_ok=True)
-    AutoProcessor.register(VattConfig, VattProcessor, exist_ok=True)
-    VattFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
-    VattTokenizer.register_for_auto_class("AutoTokenizer")
-    VattProcessor.register_for_auto_class("AutoProcessor")
 
 
 def create_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -931,7 +921,6 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         str(output_dir), is_main_process=accelerator.is_main_process, state_dict=accelerator.get_state_dict(model)
     )
     if accelerator.is_main_process:
-        register_processor_for_auto_classes()
         processor.save_pretrained(str(output_dir))
         plot_loss_curve(loss_history, output_dir / "loss_curve.png")
         plot_similarity(similarity, output_dir / "similarity_matrix.png")

@@ -48,15 +48,6 @@ CHANCE = 1 / len(SOUND_CLASSES)
 CAPTIONS = [SOUND_CAPTIONS[name] for name in SOUND_CLASSES]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny models are far faster so on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def sounds(tmp_path_factory):
     """90 training and 30 held-out clips (0.3-0.6 s, 16 kHz FLAC) of four sound classes."""

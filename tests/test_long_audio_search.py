@@ -24,15 +24,6 @@ TIMESTAMP = re.compile(r"\d\d:\d\d:\d\d\.\d\d\d")
 RATE = 48000
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(overlap: int = 10, seed: int = 0) -> VattForContrastivePretraining:
     torch.manual_seed(seed)
     config = VattConfig.from_preset("tiny", audio_config={"window_overlap": overlap})

@@ -12,15 +12,6 @@ PATCH = 128  # samples per patch; the tiny preset's table is 50 patches, so a wi
 WINDOW = 50
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and do not stall when other processes share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _audio(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return (torch.rand(batch, samples, generator=generator) - 0.5) * 0.5
