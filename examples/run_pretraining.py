@@ -729,7 +729,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     args.window_samples = max(1, round(window_seconds * sampling_rate / patch)) * patch
     check_window(args.window_samples, model.config)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()
 
     show = accelerator.is_local_main_process
     cache = args.audio_cache_gb * 2**30
