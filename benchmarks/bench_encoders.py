@@ -18,12 +18,12 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import BertConfig, BertModel, ViTConfig, ViTModel
+from transformers import BertConfig, BertModel, T5Config, T5EncoderModel, ViTConfig, ViTModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -175,6 +175,29 @@ def _bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.eval()
 
 
+def t5_pair(preset: str, length: int) -> Pair:
+    """VATT's text tower against transformers' T5 encoder: the like-for-like peer (relative bias, unscaled attention)."""
+    pair = text_pair(preset, length)
+    config = pair.vatt.config
+    peer_config = T5Config(
+        vocab_size=config.vocab_size,
+        d_model=config.hidden_size,
+        d_kv=config.head_dim,
+        d_ff=config.intermediate_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        relative_attention_num_buckets=config.relative_attention_num_buckets,
+        relative_attention_max_distance=config.relative_attention_max_distance,
+        feed_forward_proj="gelu",
+        dropout_rate=0.0,
+        layer_norm_epsilon=config.layer_norm_eps,
+    )
+    peer_config._attn_implementation = "sdpa"
+    peer = T5EncoderModel(peer_config)
+    peer.shared.weight.requires_grad_(config.trainable_word_embeddings)
+    return replace(pair, peer=peer)
+
+
 def compare_with_peer(pair: Pair, repetitions: int, warmup: int, budget: float | None) -> list[list]:
     """
     Rows (pass, rounds, VATT s, peer s, speed ratio, GFLOP/s, ceiling, efficiency) for forward and forward+backward.
@@ -211,6 +234,7 @@ def peer_section(
         for tower, build, tower_preset, lengths, peer_name in (
             ("audio", audio_pair, audio_preset, audio_lengths, "ViTModel"),
             ("text", text_pair, text_preset, text_lengths, "BertModel"),
+            ("text", t5_pair, text_preset, text_lengths, "T5EncoderModel"),
         ):
             for length in lengths:
                 torch.manual_seed(0)

@@ -28,7 +28,8 @@ def test_run_all_quick_writes_every_table(tmp_path):
     for title in ("VATT vs transformers", "DropToken", "Eager vs SDPA", "fp32 vs bf16", "Long recordings"):
         assert f"### {title}" in report, title
     peer_rows = [line for line in report.splitlines() if line.startswith("| audio |") or line.startswith("| text |")]
-    assert len(peer_rows) == 8  # 2 towers x 2 lengths x (forward, fwd+bwd)
+    assert len(peer_rows) == 12  # (audio vs ViT, text vs BERT, text vs T5) x 2 lengths x (forward, fwd+bwd)
+    assert sum("| T5EncoderModel |" in row for row in peer_rows) == 4
     long_rows = [line for line in report.splitlines() if line.startswith("| tiny | 2 s |")]
     assert [row.split(" | ")[2] for row in long_rows] == list(bench_long_audio.MODES)
     for row in long_rows:
