@@ -73,18 +73,36 @@ def text_model(preset: str, length: int, attn: str = "sdpa", **overrides) -> tup
     return model, {"input_ids": torch.randint(1, config.vocab_size, (1, length))}
 
 
+def _peer_encoder_kwargs(config: VattAudioConfig | VattTextConfig) -> dict:
+    """ViT/BERT config fields giving a peer VATT's encoder dimensions (exact GELU, no dropout)."""
+    return {
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": "gelu",
+        "hidden_dropout_prob": 0.0,
+        "attention_probs_dropout_prob": 0.0,
+        "layer_norm_eps": config.layer_norm_eps,
+    }
+
+
+def _pair(
+    vatt: torch.nn.Module, peer: torch.nn.Module, vatt_inputs: dict, peer_inputs: dict, tokens: int, input_width: int
+) -> Pair:
+    """A comparison of `tokens` tokens (AGG/CLS included); `input_width` is the width of the input projection."""
+    config = vatt.config
+    inner = config.num_attention_heads * config.head_dim
+    dims = (config.hidden_size, config.num_hidden_layers, config.intermediate_size, inner, input_width)
+    flops = encoder_flops(tokens, *dims)
+    return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, tokens, config.hidden_size, config.intermediate_size)
+
+
 def audio_pair(preset: str, patches: int) -> Pair:
     vatt, vatt_inputs = audio_model(preset, patches)
     config = vatt.config
     peer_config = ViTConfig(
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        layer_norm_eps=config.layer_norm_eps,
+        **_peer_encoder_kwargs(config),
         image_size=(1, config.patch_size * patches),
         patch_size=(1, config.patch_size),
         num_channels=1,
@@ -92,46 +110,22 @@ def audio_pair(preset: str, patches: int) -> Pair:
     peer_config._attn_implementation = "sdpa"
     peer = ViTModel(peer_config, add_pooling_layer=False)
     peer_inputs = {"pixel_values": vatt_inputs["input_values"].view(1, 1, 1, -1)}
-    flops = encoder_flops(
-        patches + 1,
-        config.hidden_size,
-        config.num_hidden_layers,
-        config.intermediate_size,
-        config.num_attention_heads * config.head_dim,
-        config.patch_size,
-    )
-    return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, patches + 1, config.hidden_size, config.intermediate_size)
+    return _pair(vatt, peer, vatt_inputs, peer_inputs, patches + 1, config.patch_size)
 
 
 def text_pair(preset: str, length: int) -> Pair:
     vatt, vatt_inputs = text_model(preset, length)
     config = vatt.config
     peer_config = BertConfig(
+        **_peer_encoder_kwargs(config),
         vocab_size=config.vocab_size,
-        hidden_size=config.hidden_size,
-        num_hidden_layers=config.num_hidden_layers,
-        num_attention_heads=config.num_attention_heads,
-        intermediate_size=config.intermediate_size,
-        hidden_act="gelu",
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        layer_norm_eps=config.layer_norm_eps,
         max_position_embeddings=length + 1,
     )
     peer_config._attn_implementation = "sdpa"
     peer = BertModel(peer_config, add_pooling_layer=False)
     peer.embeddings.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
     peer_ids = torch.cat([torch.ones(1, 1, dtype=torch.long), vatt_inputs["input_ids"]], dim=1)
-    flops = encoder_flops(
-        length + 1,
-        config.hidden_size,
-        config.num_hidden_layers,
-        config.intermediate_size,
-        config.num_attention_heads * config.head_dim,
-        config.embedding_size,
-    )
-    peer_inputs = {"input_ids": peer_ids}
-    return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, length + 1, config.hidden_size, config.intermediate_size)
+    return _pair(vatt, peer, vatt_inputs, {"input_ids": peer_ids}, length + 1, config.embedding_size)
 
 
 def forward_fn(model: torch.nn.Module, inputs: dict, autocast: bool = False) -> Callable[[], torch.Tensor]:

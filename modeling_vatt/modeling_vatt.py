@@ -798,11 +798,13 @@ class VattTextModel(VattTowerModel):
             raise ValueError(f"`input_ids` must have shape (batch, length), got {tuple(input_ids.shape)}.")
         if input_ids.is_floating_point() or input_ids.is_complex():
             raise ValueError(f"`input_ids` must be integer token ids, got {input_ids.dtype}.")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
-            raise ValueError(
-                f"Token ids must lie in [0, {self.config.vocab_size}); got ids in "
-                f"[{int(input_ids.min())}, {int(input_ids.max())}]. Is the tokenizer the model's own?"
-            )
+        if input_ids.numel():
+            lowest, highest = (int(value) for value in torch.aminmax(input_ids))
+            if lowest < 0 or highest >= self.config.vocab_size:
+                raise ValueError(
+                    f"Token ids must lie in [0, {self.config.vocab_size}); got ids in [{lowest}, {highest}]. "
+                    "Is the tokenizer the model's own?"
+                )
         if attention_mask is None:
             return input_ids != self.config.pad_token_id
         if attention_mask.shape != input_ids.shape:
