@@ -49,7 +49,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     parser.add_argument("--output_dir", default="outputs/vatt-demo")
     parser.add_argument("--corpus_dir", default=None, help="Where the corpus is rendered (default: ~/.cache/vatt).")
-    parser.add_argument("--max_train_steps", type=int, default=600)
+    parser.add_argument("--max_train_steps", type=int, default=700)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 

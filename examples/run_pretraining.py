@@ -60,12 +60,15 @@ from modeling_vatt.metrics_utils import load_retrieval_metric
 from modeling_vatt.model_card import render_model_card
 from modeling_vatt.processing_vatt import VattProcessor
 from modeling_vatt.tokenization_vatt import VattTokenizer
+from modeling_vatt.word_vectors import tokenizer_word_vectors
 
 logger = logging.getLogger(__name__)
 
 # Presets defined here on top of `VattConfig.PRESETS`. "cpu" trains in minutes on two CPU cores: 8 kHz audio, so a
-# 128-sample patch is 16 ms (a speech frame), 2-second windows fit its 125-row position table, and a GELU
-# pre-projection after the patch embedding.
+# 128-sample patch is 16 ms (a speech frame), 2-second windows fit its 125-row position table, log-spectrum patch
+# features with a GELU pre-projection, no DropToken (at this budget dropping frames costs more than it saves), a
+# frozen word table filled with character n-gram vectors (see README, `make demo`, for the ablations), and transcripts
+# longer than the 5-8 words a training window holds encoded in 8-word windows, as the audio is.
 SCRIPT_PRESETS = {
     "cpu": (
         "small",
@@ -78,6 +81,8 @@ SCRIPT_PRESETS = {
                 "intermediate_size": 512,
                 "max_position_embeddings": 125,
                 "sampling_rate": 8000,
+                "patch_features": "log_spectrum",
+                "drop_token_rate": 0.0,
                 "use_pre_projection": True,
             },
             "text_config": {
@@ -87,7 +92,8 @@ SCRIPT_PRESETS = {
                 "num_attention_heads": 4,
                 "head_dim": 32,
                 "intermediate_size": 512,
-                "trainable_word_embeddings": True,
+                "trainable_word_embeddings": False,
+                "window_length": 8,
             },
             "projection_dim": 128,
         },
@@ -125,6 +131,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     model.add_argument("--config_overrides", help="JSON merged into the preset, e.g. '{\"audio_config\": {...}}'.")
     model.add_argument("--vocab_size", type=int, default=8192, help="Word vocabulary built from the training split.")
     model.add_argument("--min_word_frequency", type=int, default=1, help="Rarer training words map to <unk>.")
+    model.add_argument(
+        "--word_vectors",
+        default="char_ngram",
+        choices=("char_ngram", "random"),
+        help="Word table of a model from scratch: character n-gram vectors (modeling_vatt.word_vectors) or random.",
+    )
     model.add_argument("--loss_type", choices=("nce", "symmetric"), help="Contrastive loss (default: the config's).")
     model.add_argument("--drop_token_rate", type=float, help="Audio DropToken rate (default: the config's, 0.5).")
     model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
@@ -420,6 +432,10 @@ def build_model_and_processor(
         text_overrides = {**overrides.get("text_config", {}), "vocab_size": len(tokenizer)}
         config = preset_config(args.model_preset, {**overrides, "text_config": text_overrides})
         model = VattForContrastivePretraining(config)
+        if args.word_vectors == "char_ngram":
+            word_table = model.text_model.get_input_embeddings().weight
+            with torch.no_grad():
+                word_table.copy_(tokenizer_word_vectors(tokenizer, word_table.shape[1], seed=args.seed))
         audio_config = config.audio_config
         # Per-clip normalised waveforms: raw speech is ~0.1 in amplitude, ten times weaker than the LayerNorm'ed position
         # embeddings it is added to, which stalls training from scratch.

@@ -20,6 +20,7 @@ from transformers.configuration_utils import PreTrainedConfig
 
 POSITION_INTERPOLATIONS = ("none", "spline", "linear")
 INTERPOLATION_LENGTHS = ("unpadded", "padded")
+PATCH_FEATURES = ("waveform", "log_spectrum")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -59,6 +60,10 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
         intermediate_size: width of the feed-forward layer.
         hidden_act: activation of the feed-forward layer (exact GELU in the original).
         patch_size: samples per patch (128 = 2.67 ms at 48 kHz).
+        patch_features: what the linear patch embedding sees: `"waveform"` (the raw samples, as in the original) or
+            `"log_spectrum"` (the LayerNorm'ed log-magnitude spectrum of each Hann-windowed patch, `patch_size // 2 +
+            1` bins). The spectrum is invariant to phase and level, which lets small models trained briefly from
+            scratch learn speech content that the raw-sample projection does not pick up within the same budget.
         max_position_embeddings: rows of the position table (1200 patches = 3.2 s at 48 kHz).
         layer_norm_eps: epsilon of every LayerNorm.
         hidden_dropout_prob: dropout on embeddings, residual branches and the final output.
@@ -111,6 +116,7 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
     intermediate_size: int = 3072
     hidden_act: str = "gelu"
     patch_size: int = 128
+    patch_features: str = "waveform"
     max_position_embeddings: int = 1200
     layer_norm_eps: float = 1e-6
     hidden_dropout_prob: float = 0.1
@@ -133,6 +139,7 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
     def __post_init__(self, **kwargs):
         _check_choice("position_interpolation", self.position_interpolation, POSITION_INTERPOLATIONS)
         _check_choice("position_interpolation_length", self.position_interpolation_length, INTERPOLATION_LENGTHS)
+        _check_choice("patch_features", self.patch_features, PATCH_FEATURES)
         _check_choice("long_input_mode", self.long_input_mode, ("window", "full"))
         _check_choice("classifier_head", self.classifier_head, ("linear", "original"))
         _check_choice("window_logits_aggregation", self.window_logits_aggregation, ("mean", "max"))

@@ -36,6 +36,9 @@ from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
 
+# Added to spectral magnitudes before the log so that silent (or zero-padded) patches stay finite.
+LOG_SPECTRUM_FLOOR = 1e-3
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs
 # ----------------------------------------------------------------------------------------------------------------------
@@ -208,13 +211,36 @@ def _prepend_agg_token(
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+class VattPatchLogSpectrum(nn.Module):
+    """LayerNorm'ed log-magnitude spectrum of each Hann-windowed patch: `(..., patch_size)` -> `(..., patch_size//2+1)`."""
+
+    def __init__(self, config: VattAudioConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.layernorm = nn.LayerNorm(config.patch_size // 2 + 1, eps=config.layer_norm_eps)
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        # The window is rebuilt per call (128 values) rather than kept as a buffer that meta-device loading would skip.
+        window = torch.hann_window(self.patch_size, periodic=True, device=patches.device)
+        magnitude = torch.fft.rfft(patches.float() * window, dim=-1).abs()
+        return self.layernorm(torch.log(magnitude + LOG_SPECTRUM_FLOOR).to(self.layernorm.weight.dtype))
+
+
 class VattAudioEmbeddings(nn.Module):
-    """Waveform patches -> linear projection (+ optional GELU pre-projection) + LayerNorm'ed positions -> DropToken -> AGG."""
+    """
+    Waveform patches (raw samples or their log spectra) -> linear projection (+ optional GELU pre-projection) +
+    LayerNorm'ed positions -> DropToken -> AGG.
+    """
 
     def __init__(self, config: VattAudioConfig):
         super().__init__()
         self.config = config
-        self.patch_embedding = nn.Linear(config.patch_size, config.hidden_size)
+        if config.patch_features == "log_spectrum":
+            self.patch_spectrum = VattPatchLogSpectrum(config)
+            self.patch_embedding = nn.Linear(config.patch_size // 2 + 1, config.hidden_size)
+        else:
+            self.patch_spectrum = None
+            self.patch_embedding = nn.Linear(config.patch_size, config.hidden_size)
         self.pre_projection = nn.Linear(config.hidden_size, config.hidden_size) if config.use_pre_projection else None
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -227,6 +253,8 @@ class VattAudioEmbeddings(nn.Module):
         batch_size, num_samples = input_values.shape
         num_patches = num_samples // self.config.patch_size
         patches = input_values[:, : num_patches * self.config.patch_size].reshape(batch_size, num_patches, -1)
+        if self.patch_spectrum is not None:
+            patches = self.patch_spectrum(patches)
         embeddings = self.patch_embedding(patches.to(self.patch_embedding.weight.dtype))
         if self.pre_projection is not None:
             embeddings = F.gelu(self.pre_projection(embeddings))

@@ -81,6 +81,7 @@ def test_config_accepts_dicts_and_configs_and_round_trips(tmp_path):
         {"loss_type": "triplet"},
         {"audio_config": {"position_interpolation": "cubic"}},
         {"audio_config": {"drop_token_rate": 1.0}},
+        {"audio_config": {"patch_features": "mel"}},
         {"text_config": {"pad_token_id": 1}},
         {"modality_agnostic": True, "text_config": {"hidden_size": 32}},
     ],
@@ -163,7 +164,13 @@ def test_output_shapes_hidden_states_and_attentions(tiny_config):
     torch.testing.assert_close(tuple_out[0], out.logits_per_audio)  # `loss` is None and left out
 
 
-@pytest.mark.parametrize("config_factory", [lambda: VattConfig.from_preset("tiny"), _ut_tiny_config])
+def _log_spectrum_tiny_config() -> VattConfig:
+    return VattConfig.from_preset("tiny", audio_config={"patch_features": "log_spectrum"})
+
+
+@pytest.mark.parametrize(
+    "config_factory", [lambda: VattConfig.from_preset("tiny"), _ut_tiny_config, _log_spectrum_tiny_config]
+)
 def test_save_load_round_trip_and_auto_model(tmp_path, config_factory):
     model = VattForContrastivePretraining(config_factory()).eval()
     model.save_pretrained(tmp_path)
@@ -296,6 +303,27 @@ def test_longer_than_table_without_interpolation_is_windowed_not_resampled():
 # ----------------------------------------------------------------------------------------------------------------------
 
 
+def test_log_spectrum_patches_ignore_sign_and_level_but_not_content():
+    config = VattAudioConfig.from_preset("tiny", patch_features="log_spectrum")
+    model = VattAudioModel(config).eval()
+    assert model.embeddings.patch_embedding.in_features == config.patch_size // 2 + 1
+    tone = torch.sin(torch.arange(20 * 128) * 0.7)
+    audio = torch.stack([_audio(1, 20)[0] * 4, tone])  # noise, then a tone
+    with torch.no_grad():
+        reference = model(input_values=audio).pooler_output
+        # The magnitude spectrum drops the sign; the LayerNorm over bins drops the level of broadband sound (bins far
+        # below the log floor, as between a pure tone's harmonics, do not scale).
+        torch.testing.assert_close(model(input_values=-audio).pooler_output, reference, rtol=0, atol=1e-6)
+        louder_noise = model(input_values=audio[:1] * 8).pooler_output
+        torch.testing.assert_close(louder_noise, reference[:1], rtol=0, atol=1e-2)
+        assert (model(input_values=audio.flip(0)).pooler_output - reference).abs().max() > 0.5
+    waveform = VattAudioModel(VattAudioConfig.from_preset("tiny")).eval()
+    with torch.no_grad():
+        assert not torch.allclose(
+            waveform(input_values=-audio).pooler_output, waveform(input_values=audio).pooler_output
+        )
+
+
 def test_drop_token_only_in_training_and_keeps_the_requested_count():
     config = VattAudioConfig.from_preset("tiny", drop_token_rate=0.5, hidden_dropout_prob=0.0, attention_dropout=0.0)
     model = VattAudioModel(config)
@@ -319,6 +347,7 @@ def test_drop_token_only_in_training_and_keeps_the_requested_count():
         lambda: VattConfig.from_preset("tiny"),
         lambda: VattConfig.from_preset("tiny", projection_type="bridge", learnable_logit_scale=True),
         _ut_tiny_config,
+        _log_spectrum_tiny_config,
     ],
 )
 def test_gradients_reach_every_trainable_parameter(config_factory):

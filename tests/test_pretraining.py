@@ -348,3 +348,20 @@ def test_accelerate_configs_load(name):
     }
     assert config.distributed_type == expected[name]
     assert config.use_cpu == (name == "cpu")
+
+
+def test_models_from_scratch_start_from_frozen_character_ngram_word_vectors():
+    from modeling_vatt.word_vectors import tokenizer_word_vectors
+
+    texts = ["the object and its objects", "a lambda expression"]
+    args = run_pretraining.parse_args(["--model_preset", "cpu"])
+    model, processor = run_pretraining.build_model_and_processor(args, texts)
+    table = model.text_model.get_input_embeddings().weight
+    expected = tokenizer_word_vectors(processor.tokenizer, table.shape[1], seed=args.seed)
+    torch.testing.assert_close(table, expected, rtol=0, atol=0)
+    assert not table.requires_grad
+    assert model.config.audio_config.patch_features == "log_spectrum"
+
+    args = run_pretraining.parse_args(["--model_preset", "cpu", "--word_vectors", "random"])
+    random_table = run_pretraining.build_model_and_processor(args, texts)[0].text_model.get_input_embeddings().weight
+    assert (random_table - expected).abs().max() > 0.1
