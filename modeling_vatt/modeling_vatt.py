@@ -482,7 +482,8 @@ class VattEncoder(nn.Module):
         buckets = offset_buckets(
             offsets, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
         )
-        per_offset = self.relative_attention_bias(buckets).T  # (heads, 2 * length - 1)
+        # (heads, 2 * length - 1), made contiguous so that the flip below writes the bias in one sequential pass.
+        per_offset = self.relative_attention_bias(buckets).T.contiguous()
         # Row q of the bias holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
         return per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
 
