@@ -138,7 +138,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="Word table of a model from scratch: character n-gram vectors (modeling_vatt.word_vectors) or random.",
     )
     model.add_argument("--loss_type", choices=("nce", "symmetric"), help="Contrastive loss (default: the config's).")
-    model.add_argument("--drop_token_rate", type=float, help="Audio DropToken rate (default: the config's, 0.5).")
+    model.add_argument("--drop_token_rate", type=float, help="Audio DropToken rate (default: the config's).")
     model.add_argument("--gradient_checkpointing", action="store_true", help="Trade compute for activation memory.")
 
     train = parser.add_argument_group("training")
@@ -660,8 +660,15 @@ def write_model_card(
     hyper_parameters = {
         "model preset": args.model_name_or_path or args.model_preset,
         "parameters": f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f} M",
-        "audio tower": f"{audio.num_hidden_layers} layers x {audio.hidden_size}, {audio.sampling_rate} Hz",
+        "audio tower": (
+            f"{audio.num_hidden_layers} layers x {audio.hidden_size}, {audio.sampling_rate} Hz, "
+            f"{audio.patch_features.replace('_', ' ')} patch features"
+        ),
         "text tower": f"{text.num_hidden_layers} layers x {text.hidden_size}, {text.vocab_size} words",
+        "word table": (
+            ("trained" if text.trainable_word_embeddings else "frozen")
+            + ("" if args.model_name_or_path else f", {args.word_vectors.replace('_', ' ')} initialisation")
+        ),
         "training window": f"{window_seconds:.3g} s",
         "text candidates per window": args.num_text_candidates,
         "loss": f"{model.config.loss_type}{' (MIL)' if args.num_text_candidates > 1 else ''}",

@@ -205,6 +205,8 @@ def test_pushed_model_loads_by_repo_id_offline(tiny_corpus, tmp_path):
     assert card.data.pipeline_tag == "zero-shot-audio-classification"
     assert card.data.library_name == "transformers"
     assert card.data.eval_results, "the model-index holds no metric"
+    assert "| word table | frozen, char ngram initialisation |" in card.text
+    assert "waveform patch features" in card.text  # the tiny preset keeps the original raw-waveform patches
 
     model = AutoModel.from_pretrained("acme/vatt-tiny-pretrained")
     processor = AutoProcessor.from_pretrained("acme/vatt-tiny-pretrained")
