@@ -27,7 +27,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+# The repository's `model_card.md`, reached through a link in the package data so that installed wheels carry a copy.
+DEFAULT_TEMPLATE = Path(__file__).parent / "data" / "model_card.md"
 PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 RETRIEVAL_KEY = re.compile(
     r"^(?:(?P<split>[\w-]+)/)?(?:(?P<level>[\w-]+)/)?(?P<direction>audio_to_text|text_to_audio)_(?P<metric>.+)$"
@@ -36,8 +37,8 @@ RETRIEVAL_KEY = re.compile(
 DEFAULT_FIELDS = {
     "license": "apache-2.0",
     "model_description": (
-        "A VATT audio-text model (raw-waveform audio transformer and word-level text transformer projected into one "
-        "embedding space), for long-form speech: long recordings are encoded window by window."
+        "A VATT audio-text model (a transformer over waveform patches and a word-level text transformer projected into "
+        "one embedding space), for long-form speech: long recordings are encoded window by window."
     ),
     "training_procedure": (
         "Contrastive audio-text pretraining (VATT NCE, or MIL-NCE with several text candidates per window) on windows "

@@ -335,6 +335,21 @@ def test_model_card_renders_valid_metadata_and_names_missing_fields():
         render_model_card(None, model_name="acme/vatt", dataset="my-speech")
 
 
+def test_installed_wheel_carries_the_model_card_template(tmp_path):
+    """Scripts render cards from the package's copy of the repository's `model_card.md`, also when pip-installed."""
+    import zipfile
+
+    from modeling_vatt.model_card import DEFAULT_TEMPLATE
+
+    assert DEFAULT_TEMPLATE.read_text() == (REPO_ROOT / "model_card.md").read_text()
+    command = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path)]
+    subprocess.run([*command, str(REPO_ROOT)], check=True, capture_output=True, timeout=300)
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packaged = archive.read("modeling_vatt/data/model_card.md").decode()
+    assert packaged == (REPO_ROOT / "model_card.md").read_text()
+
+
 @pytest.mark.parametrize("name", ["cpu", "single_gpu", "multi_gpu_ddp", "fsdp", "deepspeed_zero2"])
 def test_accelerate_configs_load(name):
     from accelerate.commands.config.config_args import load_config_from_file
