@@ -32,8 +32,12 @@ test: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
+# glibc hands buffers above its mmap threshold back to the OS on free, so every large attention buffer is page-faulted
+# in again on the next call; keeping them in the heap makes long-input timings stable (see README, Speed and memory).
+BENCH_MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
+
 bench: $(VENV)/.installed
-	$(PY) benchmarks/run_all.py --output benchmarks/RESULTS.md
+	$(BENCH_MALLOC_ENV) $(PY) benchmarks/run_all.py --output benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -475,17 +475,27 @@ class VattEncoder(nn.Module):
         )
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.gradient_checkpointing = False
+        # Without autograd, the bias of the last length is kept and reused while the table is unchanged: building
+        # it costs as much as one attention layer at 2,048 tokens (mostly first-touch page faults of a fresh buffer).
+        self._inference_bias: tuple[tuple, torch.Tensor] | None = None
 
     def position_bias(self, length: int) -> torch.Tensor:
         """`(1, heads, length, length)` relative bias shared by every layer (built from its `2 * length - 1` offsets)."""
-        offsets = torch.arange(1 - length, length, device=self.relative_attention_bias.weight.device)
+        table = self.relative_attention_bias.weight
+        reusable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = (length, table.device, table.dtype, table.data_ptr(), table._version) if reusable else None
+        if key is not None and self._inference_bias is not None and self._inference_bias[0] == key:
+            return self._inference_bias[1]
+        offsets = torch.arange(1 - length, length, device=table.device)
         buckets = offset_buckets(
             offsets, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
         )
         # (heads, 2 * length - 1), made contiguous so that the flip below writes the bias in one sequential pass.
         per_offset = self.relative_attention_bias(buckets).T.contiguous()
         # Row q of the bias holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
-        return per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
+        bias = per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
+        self._inference_bias = None if key is None else (key, bias)
+        return bias
 
     def forward(
         self,

@@ -291,6 +291,21 @@ def test_relative_position_buckets_follow_t5():
     assert buckets.min() == 0 and buckets.max() == 31
 
 
+def test_relative_bias_is_reused_without_autograd_and_rebuilt_when_the_table_changes():
+    encoder = VattTextModel(VattTextConfig.from_preset("tiny")).eval().encoder
+    with torch.no_grad():
+        first = encoder.position_bias(7)
+        assert encoder.position_bias(7) is first
+        assert encoder.position_bias(9).shape == (1, 4, 9, 9)
+        rebuilt = encoder.position_bias(7)
+        assert rebuilt is not first
+        torch.testing.assert_close(rebuilt, first, rtol=0, atol=0)
+        encoder.relative_attention_bias.weight.add_(1.0)  # e.g. an optimizer step
+        torch.testing.assert_close(encoder.position_bias(7), first + 1.0, rtol=0, atol=0)
+    with_grad = encoder.position_bias(7)
+    assert with_grad.requires_grad and encoder._inference_bias is None
+
+
 def test_longer_than_table_without_interpolation_is_windowed_not_resampled():
     config = VattAudioConfig.from_preset("tiny", long_input_mode="full")
     model = VattAudioModel(config).eval()
