@@ -235,12 +235,10 @@ class VattAudioEmbeddings(nn.Module):
     def __init__(self, config: VattAudioConfig):
         super().__init__()
         self.config = config
-        if config.patch_features == "log_spectrum":
-            self.patch_spectrum = VattPatchLogSpectrum(config)
-            self.patch_embedding = nn.Linear(config.patch_size // 2 + 1, config.hidden_size)
-        else:
-            self.patch_spectrum = None
-            self.patch_embedding = nn.Linear(config.patch_size, config.hidden_size)
+        log_spectrum = config.patch_features == "log_spectrum"
+        self.patch_spectrum = VattPatchLogSpectrum(config) if log_spectrum else None
+        patch_width = config.patch_size // 2 + 1 if log_spectrum else config.patch_size
+        self.patch_embedding = nn.Linear(patch_width, config.hidden_size)
         self.pre_projection = nn.Linear(config.hidden_size, config.hidden_size) if config.use_pre_projection else None
         self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
