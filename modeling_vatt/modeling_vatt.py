@@ -344,6 +344,28 @@ def eager_attention_forward(
     return output, weights
 
 
+def sdpa_position_bias_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """
+    SDPA with the relative position bias (padding already folded in) as its additive mask, read in place.
+    transformers' SDPA wrapper makes the mask contiguous, which would expand the strided bias of
+    [`VattEncoder.position_bias`] to `heads * length**2` values in every layer.
+    """
+    output = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=position_bias, dropout_p=dropout, scale=scaling
+    )
+    return output.transpose(1, 2).contiguous(), None
+
+
 class VattAttention(nn.Module):
     """Multi-head self-attention; T5 style (relative text tower): no biases and no `1/sqrt(d)` scaling."""
 
@@ -372,17 +394,23 @@ class VattAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,
+        reversed_keys: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`reversed_keys`: attend to the keys in reverse order, the order `position_bias` is laid out in."""
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        if reversed_keys:
+            key, value = key.flip(2), value.flip(2)
 
         attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
             self.config._attn_implementation, eager_attention_forward
         )
+        if position_bias is not None and self.config._attn_implementation == "sdpa":
+            attention_interface = sdpa_position_bias_attention_forward
         extra = {} if position_bias is None else {"position_bias": position_bias}
         attn_output, attn_weights = attention_interface(
             self,
@@ -430,9 +458,12 @@ class VattEncoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,
+        reversed_keys: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, position_bias, **kwargs)
+        attn_output, _ = self.self_attn(
+            self.layer_norm1(hidden_states), attention_mask, position_bias, reversed_keys, **kwargs
+        )
         hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
 
@@ -477,21 +508,33 @@ class VattEncoder(nn.Module):
         # it costs as much as one attention layer at 2,048 tokens (mostly first-touch page faults of a fresh buffer).
         self._inference_bias: tuple[tuple, torch.Tensor] | None = None
 
-    def position_bias(self, length: int) -> torch.Tensor:
-        """`(1, heads, length, length)` relative bias shared by every layer (built from its `2 * length - 1` offsets)."""
+    def position_bias(self, length: int, dtype: torch.dtype, reversed_keys: bool = False) -> torch.Tensor:
+        """
+        `(1, heads, length, length)` relative bias shared by every layer, built from its `2 * length - 1` offsets.
+
+        With `reversed_keys`, column `j` belongs to key `length - 1 - j`. The bias is then a Hankel matrix (entry
+        `(q, j)` depends on `q + j` only), which is a strided view of the offsets: O(length) memory that SDPA reads in
+        place, instead of a `heads * length**2` tensor.
+        """
         table = self.relative_attention_bias.weight
         reusable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        key = (length, table.device, table.dtype, table.data_ptr(), table._version) if reusable else None
+        key = (length, dtype, reversed_keys, table.device, table.data_ptr(), table._version) if reusable else None
         if key is not None and self._inference_bias is not None and self._inference_bias[0] == key:
             return self._inference_bias[1]
         offsets = torch.arange(1 - length, length, device=table.device)
         buckets = offset_buckets(
             offsets, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
         )
-        # (heads, 2 * length - 1), made contiguous so that the flip below writes the bias in one sequential pass.
-        per_offset = self.relative_attention_bias(buckets).T.contiguous()
-        # Row q of the bias holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
-        bias = per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
+        # (heads, 2 * length - 1): offsets 1 - length ... length - 1, contiguous so that the views below are sequential.
+        per_offset = self.relative_attention_bias(buckets).to(dtype).T.contiguous()
+        if reversed_keys:
+            # Entry (q, j) holds offset (length - 1 - j) - q, which is index q + j of the reversed offsets.
+            reversed_offsets = per_offset.flip(1).contiguous()
+            heads, stride = reversed_offsets.shape[0], reversed_offsets.stride(0)
+            bias = reversed_offsets.as_strided((1, heads, length, length), (0, stride, 1, 1))
+        else:
+            # Row q holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
+            bias = per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
         self._inference_bias = None if key is None else (key, bias)
         return bias
 
@@ -502,17 +545,19 @@ class VattEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        position_bias = None
+        position_bias, reversed_keys = None, False
         if self.relative_attention_bias is not None:
-            # As in the original, the padding mask is folded into the shared bias once, not in every layer.
-            position_bias = self.position_bias(hidden_states.shape[1]).to(hidden_states.dtype)
+            # Without padding, SDPA reads the bias as a strided view of its offsets (keys taken in reverse order). With
+            # padding, the mask is folded into a dense bias once, as in the original, not in every layer.
+            reversed_keys = attention_mask is None and self.config._attn_implementation == "sdpa"
+            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype, reversed_keys)
             if attention_mask is not None and attention_mask.dtype == torch.bool:
                 position_bias = position_bias.masked_fill(~attention_mask, torch.finfo(position_bias.dtype).min)
             elif attention_mask is not None:
                 position_bias = position_bias + attention_mask
             attention_mask = None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, position_bias, reversed_keys, **kwargs)
         return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
 
 

@@ -294,16 +294,51 @@ def test_relative_position_buckets_follow_t5():
 def test_relative_bias_is_reused_without_autograd_and_rebuilt_when_the_table_changes():
     encoder = VattTextModel(VattTextConfig.from_preset("tiny")).eval().encoder
     with torch.no_grad():
-        first = encoder.position_bias(7)
-        assert encoder.position_bias(7) is first
-        assert encoder.position_bias(9).shape == (1, 4, 9, 9)
-        rebuilt = encoder.position_bias(7)
+        first = encoder.position_bias(7, torch.float32)
+        assert encoder.position_bias(7, torch.float32) is first
+        assert encoder.position_bias(9, torch.float32).shape == (1, 4, 9, 9)
+        rebuilt = encoder.position_bias(7, torch.float32)
         assert rebuilt is not first
         torch.testing.assert_close(rebuilt, first, rtol=0, atol=0)
         encoder.relative_attention_bias.weight.add_(1.0)  # e.g. an optimizer step
-        torch.testing.assert_close(encoder.position_bias(7), first + 1.0, rtol=0, atol=0)
-    with_grad = encoder.position_bias(7)
+        torch.testing.assert_close(encoder.position_bias(7, torch.float32), first + 1.0, rtol=0, atol=0)
+    with_grad = encoder.position_bias(7, torch.float32)
     assert with_grad.requires_grad and encoder._inference_bias is None
+
+
+def test_reversed_key_bias_is_a_strided_view_of_the_offsets():
+    encoder = VattTextModel(VattTextConfig.from_preset("tiny")).eval().encoder
+    length = 300
+    dense = encoder.position_bias(length, torch.float32)
+    reversed_keys = encoder.position_bias(length, torch.float32, reversed_keys=True)
+    torch.testing.assert_close(reversed_keys, dense.flip(-1), rtol=0, atol=0)
+    heads = encoder.config.num_attention_heads
+    assert reversed_keys.untyped_storage().nbytes() == heads * (2 * length - 1) * 4
+    assert dense.untyped_storage().nbytes() == heads * length * length * 4
+
+
+def test_unpadded_text_under_sdpa_matches_eager_in_outputs_and_every_gradient():
+    """Without padding, SDPA takes the reversed-key path with the strided bias; eager keeps the dense bias."""
+    config = VattTextConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_dropout=0.0, vocab_size=1000)
+    model = VattTextModel(config).train()
+    ids = _ids(2, 40)
+    # A random readout: a loss without large cancelling terms, so fp32 rounding stays far below the tolerance.
+    readout = torch.randn(2, 41, config.hidden_size, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        output = model(input_ids=ids).last_hidden_state
+        (output * readout).sum().backward()
+        grads = {
+            name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None
+        }
+        results[implementation] = (output.detach(), grads)
+    (sdpa_output, sdpa_grads), (eager_output, eager_grads) = results["sdpa"], results["eager"]
+    torch.testing.assert_close(sdpa_output, eager_output, rtol=1e-5, atol=1e-5)
+    assert sdpa_grads.keys() == eager_grads.keys() and "encoder.relative_attention_bias.weight" in sdpa_grads
+    for name, grad in eager_grads.items():
+        torch.testing.assert_close(sdpa_grads[name], grad, rtol=1e-5, atol=1e-6 * grad.abs().max().item(), msg=name)
 
 
 def test_longer_than_table_without_interpolation_is_windowed_not_resampled():
