@@ -15,6 +15,7 @@ formula in `timing.py`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,16 @@ from transformers import BertConfig, BertModel, T5Config, T5EncoderModel, ViTCon
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import alternate, encoder_flops, markdown_table, matmul_ceiling, median, set_threads  # noqa: E402
+from timing import (  # noqa: E402
+    alternate,
+    encoder_flops,
+    markdown_table,
+    matmul_ceiling,
+    median,
+    report_peak_rss,
+    run_with_peak_rss,
+    set_threads,
+)
 
 from modeling_vatt import VattAudioConfig, VattAudioModel, VattTextConfig, VattTextModel  # noqa: E402
 
@@ -317,30 +327,61 @@ def bf16_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budg
     return "### fp32 vs bf16 inference (forward)\n\n" + markdown_table(headers, rows)
 
 
-def compile_section(preset: str, patches: int, reps: int, warmup: int, budget: float | None = None) -> str:
+def compiled_for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """The compiled inference path the README offers: inductor with weight freezing (call it without autograd)."""
+    return torch.compile(model.eval(), options={"freezing": True})
+
+
+def compile_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
+    rows = []
+    for tower, preset, length in cases:
+        build = audio_model if tower == "audio" else text_model
+        torch.manual_seed(0)
+        model, inputs = build(preset, length)
+        eager, compiled = forward_fn(model, inputs), forward_fn(compiled_for_inference(model), inputs)
+        start = time.perf_counter()
+        compiled()
+        compile_seconds = time.perf_counter() - start
+        times = alternate({"eager": eager, "compiled": compiled}, reps, warmup, budget)
+        eager_time, compiled_time = median(times["eager"]), median(times["compiled"])
+        agreement = f"{cosine(eager(), compiled()):.6f}"
+        label = f"{tower} {preset}"
+        rows.append(
+            [label, f"{length:,}", compile_seconds, eager_time, compiled_time, eager_time / compiled_time, agreement]
+        )
+    headers = ["tower", "tokens", "compile s (first call)", "eager s", "compiled s", "speed-up", "cosine(pooled)"]
+    return (
+        '### `torch.compile` (forward, inference mode, inductor with `options={"freezing": True}`)\n\n'
+        + markdown_table(headers, rows)
+    )
+
+
+def text_memory_child(preset: str, length: int) -> dict:
+    """One inference forward of a `length`-token transcript in one attention (meant for a fresh process)."""
     torch.manual_seed(0)
-    model, inputs = audio_model(preset, patches)
-    eager = forward_fn(model, inputs)
-    compiled_model = torch.compile(model)
-    compiled = forward_fn(compiled_model, inputs)
+    run = forward_fn(*text_model(preset, length))
     start = time.perf_counter()
-    compiled()
-    compile_seconds = time.perf_counter() - start
-    times = alternate({"eager": eager, "compiled": compiled}, reps, warmup, budget)
-    eager_time, compiled_time = median(times["eager"]), median(times["compiled"])
-    rows = [
-        [
-            f"audio {preset}",
-            f"{patches:,}",
-            compile_seconds,
-            eager_time,
-            compiled_time,
-            eager_time / compiled_time,
-            f"{cosine(eager(), compiled()):.6f}",
-        ]
-    ]
-    headers = ["tower", "patches", "compile s (first call)", "eager s", "compiled s", "speed-up", "cosine(pooled)"]
-    return "### `torch.compile` (forward, inference mode, default inductor)\n\n" + markdown_table(headers, rows)
+    run()
+    return {"seconds": time.perf_counter() - start}
+
+
+def text_memory_section(preset: str, lengths: list[int], threads: int) -> str:
+    """Peak memory of whole-transcript text forwards by length, each in a fresh process."""
+    config = VattTextConfig.from_preset(preset)
+    rows = []
+    for length in lengths:
+        command = [sys.executable, __file__, "--threads", str(threads), "--text-memory-child", preset, str(length)]
+        stdout, peak_rss = run_with_peak_rss(command)
+        seconds = json.loads(stdout.strip().splitlines()[-1])["seconds"]
+        dense_bias = config.num_attention_heads * (length + 1) ** 2 * 4 / 2**20
+        rows.append([f"text {preset}", f"{length:,}", seconds, peak_rss / 2**20, dense_bias])
+    headers = ["tower", "tokens", "forward s", "peak RSS MiB", "one dense (heads, L, L) fp32 bias MiB"]
+    return (
+        "### Long transcripts: text tower forward memory (one attention over all tokens, SDPA, inference mode)\n\n"
+        "Each length runs in a fresh process (peak RSS includes Python, torch and the model). The relative bias is "
+        "a strided view of its `2L - 1` offsets; the last column is what a materialised bias alone would take.\n\n"
+        + markdown_table(headers, rows)
+    )
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -353,16 +394,24 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--case-budget", type=float, default=None, help="seconds of timed rounds per comparison before stopping early"
     )
+    parser.add_argument("--text-memory-child", nargs=2, metavar=("PRESET", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    set_threads(args.threads)
+    threads = set_threads(args.threads)
+    if args.text_memory_child:
+        preset, length = args.text_memory_child
+        print(json.dumps(text_memory_child(preset, int(length))))
+        report_peak_rss()
+        return ""
     reps = args.repetitions or (1 if args.quick else 3)
     warmup = 1
     if args.quick:
         presets, audio_lengths, text_lengths, big = ["tiny"], [50, 100], [16, 32], "tiny"
-        extra_audio, extra_text = 50, 32
+        extra_audio, extra_text, memory_lengths = 50, 32, [32, 64]
+        memory_preset = "tiny"
     else:
         presets, audio_lengths, text_lengths, big = ["small", "base"], [1200, 4800], [512, 2048], "base"
-        extra_audio, extra_text = 1200, 2048
+        extra_audio, extra_text, memory_lengths = 1200, 2048, [2048, 8192, 32768]
+        memory_preset = "small"
     budget = args.case_budget
     steps = [
         lambda: peer_section(presets, audio_lengths, text_lengths, reps, warmup, budget),
@@ -373,9 +422,14 @@ def main(argv: list[str] | None = None) -> str:
         lambda: bf16_section(
             [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text // 4)], reps, warmup, budget
         ),
+        lambda: text_memory_section(memory_preset, memory_lengths, threads),
     ]
     if not (args.quick or args.no_compile):
-        steps.append(lambda: compile_section(big, extra_audio, reps, warmup, budget))
+        steps.append(
+            lambda: compile_section(
+                [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text)], reps, warmup, budget
+            )
+        )
     sections = []
     for step in steps:
         sections.append(step())

@@ -90,6 +90,22 @@ def test_bf16_text_pooled_output_agrees_with_fp32():
         assert BF16_MIN_COSINE <= similarity <= 1.0 + 1e-6, (variant, similarity)
 
 
+COMPILED_MAX_ABS_DIFF = 1e-4  # pooled outputs of the compiled inference path vs eager fp32
+
+
+@pytest.mark.parametrize("tower", ["audio", "text"])
+def test_compiled_inference_path_agrees_with_eager(tower):
+    """The README's `torch.compile(model, options={"freezing": True})` recipe, on both towers (text: strided bias)."""
+    torch.manual_seed(0)
+    model, inputs = (
+        bench_encoders.audio_model("tiny", 60) if tower == "audio" else bench_encoders.text_model("tiny", 40)
+    )
+    eager = bench_encoders.forward_fn(model, inputs)()
+    compiled = bench_encoders.forward_fn(bench_encoders.compiled_for_inference(model), inputs)()
+    assert compiled.shape == eager.shape
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=COMPILED_MAX_ABS_DIFF)
+
+
 def test_peer_pairs_see_the_same_tokens():
     audio = bench_encoders.audio_pair("tiny", 120)  # longer than the 50-row table: full attention
     assert audio.vatt.config.long_input_mode == "full"
