@@ -330,7 +330,9 @@ def eager_attention_forward(
     position_bias: torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores = scores * scaling
     if position_bias is not None:
         scores = scores + position_bias
     if attention_mask is not None:
@@ -359,7 +361,12 @@ def sdpa_position_bias_attention_forward(
     SDPA with the relative position bias (padding already folded in) as its additive mask, read in place.
     transformers' SDPA wrapper makes the mask contiguous, which would expand the strided bias of
     [`VattEncoder.position_bias`] to `heads * length**2` values in every layer.
+
+    A bias that needs a gradient (training) gets plain attention math: SDPA's fused CPU kernels return no gradient for
+    an additive mask, and its fallback math path adds a fully-masked-row check over every score.
     """
+    if position_bias is not None and position_bias.requires_grad and torch.is_grad_enabled():
+        return eager_attention_forward(module, query, key, value, None, scaling, dropout, position_bias)[0], None
     output = F.scaled_dot_product_attention(
         query, key, value, attn_mask=position_bias, dropout_p=dropout, scale=scaling
     )
