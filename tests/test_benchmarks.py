@@ -25,8 +25,20 @@ def test_run_all_quick_writes_every_table(tmp_path):
     subprocess.run(command, check=True, capture_output=True, text=True, timeout=300)
     report = output.read_text()
     assert "- CPU: " in report and "torch threads: 1" in report
-    for title in ("VATT vs transformers", "DropToken", "Eager vs SDPA", "fp32 vs bf16", "Long recordings"):
+    titles = (
+        "VATT vs transformers",
+        "DropToken",
+        "Eager vs SDPA",
+        "fp32 vs bf16",
+        "Long transcripts",
+        "Long recordings",
+    )
+    for title in titles:
         assert f"### {title}" in report, title
+    memory_section = report.split("### Long transcripts")[1].split("###")[0]
+    memory_rows = [line.split(" | ") for line in memory_section.splitlines() if line.startswith("| text tiny | ")]
+    assert [row[1] for row in memory_rows] == ["32", "64"]
+    assert all(float(row[2]) > 0 and float(row[3]) > 50 for row in memory_rows)
     peer_rows = [line for line in report.splitlines() if line.startswith("| audio |") or line.startswith("| text |")]
     assert len(peer_rows) == 12  # (audio vs ViT, text vs BERT, text vs T5) x 2 lengths x (forward, fwd+bwd)
     assert sum("| T5EncoderModel |" in row for row in peer_rows) == 4
@@ -95,13 +107,13 @@ COMPILED_MAX_ABS_DIFF = 1e-4  # pooled outputs of the compiled inference path vs
 
 @pytest.mark.parametrize("tower", ["audio", "text"])
 def test_compiled_inference_path_agrees_with_eager(tower):
-    """The README's `torch.compile(model, options={"freezing": True})` recipe, on both towers (text: strided bias)."""
+    """The README's recipe (`torch.compile` with inductor weight freezing) on both towers (text: the strided bias)."""
     torch.manual_seed(0)
     model, inputs = (
         bench_encoders.audio_model("tiny", 60) if tower == "audio" else bench_encoders.text_model("tiny", 40)
     )
     eager = bench_encoders.forward_fn(model, inputs)()
-    compiled = bench_encoders.forward_fn(bench_encoders.compiled_for_inference(model), inputs)()
+    compiled = bench_encoders.compiled_forward_fn(model, inputs)()
     assert compiled.shape == eager.shape
     torch.testing.assert_close(compiled, eager, rtol=0, atol=COMPILED_MAX_ABS_DIFF)
 
