@@ -358,19 +358,29 @@ def sdpa_position_bias_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """
-    SDPA with the relative position bias (padding already folded in) as its additive mask, read in place.
-    transformers' SDPA wrapper makes the mask contiguous, which would expand the strided bias of
-    [`VattEncoder.position_bias`] to `heads * length**2` values in every layer.
+    SDPA with the relative position bias as its additive mask, read in place. transformers' SDPA wrapper makes the
+    mask contiguous, which would expand the strided bias of [`VattEncoder.position_bias`] to `heads * length**2`
+    values in every layer. `attention_mask` is a boolean key mask `(batch, 1, 1, length)` or None.
 
     A bias that needs a gradient (training) gets plain attention math: SDPA's fused CPU kernels return no gradient for
-    an additive mask, and its fallback math path adds a fully-masked-row check over every score.
+    an additive mask, and its fallback math path adds a fully-masked-row check over every score. Otherwise padding
+    becomes one extra head dimension (queries 1, values 0, keys a huge negative number where padded), so one strided
+    bias still serves the whole batch.
     """
-    if position_bias is not None and position_bias.requires_grad and torch.is_grad_enabled():
-        return eager_attention_forward(module, query, key, value, None, scaling, dropout, position_bias)[0], None
+    if position_bias.requires_grad and torch.is_grad_enabled():
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)[
+            0
+        ], None
+    head_dim = value.shape[-1]
+    if attention_mask is not None:
+        padded = torch.zeros_like(key[..., :1]).masked_fill(
+            ~attention_mask.transpose(-1, -2), torch.finfo(key.dtype).min / 4
+        )
+        query, key, value = F.pad(query, (0, 1), value=1.0), torch.cat([key, padded], -1), F.pad(value, (0, 1))
     output = F.scaled_dot_product_attention(
         query, key, value, attn_mask=position_bias, dropout_p=dropout, scale=scaling
     )
-    return output.transpose(1, 2).contiguous(), None
+    return output[..., :head_dim].transpose(1, 2).contiguous(), None
 
 
 class VattAttention(nn.Module):
@@ -515,6 +525,11 @@ class VattEncoder(nn.Module):
         # it costs as much as one attention layer at 2,048 tokens (mostly first-touch page faults of a fresh buffer).
         self._inference_bias: tuple[tuple, torch.Tensor] | None = None
 
+    @property
+    def reads_strided_bias(self) -> bool:
+        """Whether attention reads the relative bias as a strided view (SDPA): keys reversed, padding as a key mask."""
+        return self.relative_attention_bias is not None and self.config._attn_implementation == "sdpa"
+
     def position_bias(self, length: int, dtype: torch.dtype, reversed_keys: bool = False) -> torch.Tensor:
         """
         `(1, heads, length, length)` relative bias shared by every layer, built from its `2 * length - 1` offsets.
@@ -524,7 +539,8 @@ class VattEncoder(nn.Module):
         place, instead of a `heads * length**2` tensor.
         """
         table = self.relative_attention_bias.weight
-        reusable = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        # Inference tensors (a model built under `torch.inference_mode`) keep no version counter to key the reuse on.
+        reusable = not (torch.is_grad_enabled() or torch.compiler.is_compiling() or table.is_inference())
         key = (length, dtype, reversed_keys, table.device, table.data_ptr(), table._version) if reusable else None
         if key is not None and self._inference_bias is not None and self._inference_bias[0] == key:
             return self._inference_bias[1]
@@ -552,12 +568,15 @@ class VattEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        position_bias, reversed_keys = None, False
-        if self.relative_attention_bias is not None:
-            # Without padding, SDPA reads the bias as a strided view of its offsets (keys taken in reverse order). With
-            # padding, the mask is folded into a dense bias once, as in the original, not in every layer.
-            reversed_keys = attention_mask is None and self.config._attn_implementation == "sdpa"
-            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype, reversed_keys)
+        position_bias, reversed_keys = None, self.reads_strided_bias
+        if reversed_keys:
+            # SDPA reads the bias as a strided view of its offsets, keys in reverse order; padding stays a key mask
+            # `(batch, 1, 1, length)`, reversed with the keys, so the bias is never expanded per item.
+            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype, reversed_keys=True)
+            attention_mask = None if attention_mask is None else attention_mask.flip(-1)
+        elif self.relative_attention_bias is not None:
+            # Eager attention: the padding mask is folded into a dense bias once, as in the original, not in every layer.
+            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype)
             if attention_mask is not None and attention_mask.dtype == torch.bool:
                 position_bias = position_bias.masked_fill(~attention_mask, torch.finfo(position_bias.dtype).min)
             elif attention_mask is not None:
@@ -719,9 +738,13 @@ class VattTowerModel(VattPreTrainedModel):
         embeddings, token_mask = self.embeddings(inputs, mask)
         if token_mask is not None and bool(token_mask.all()):
             token_mask = None
-        attention_mask = create_bidirectional_mask(
-            config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
-        )
+        if token_mask is not None and self.encoder.reads_strided_bias:
+            # A key mask: the 4-D mask would hold batch * length**2 values, the size the strided bias avoids.
+            attention_mask = token_mask[:, None, None, :]
+        else:
+            attention_mask = create_bidirectional_mask(
+                config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
+            )
         hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
         if self.post_projection is not None:
             hidden_states = F.gelu(self.post_projection(hidden_states))

@@ -304,6 +304,10 @@ def test_relative_bias_is_reused_without_autograd_and_rebuilt_when_the_table_cha
         torch.testing.assert_close(encoder.position_bias(7, torch.float32), first + 1.0, rtol=0, atol=0)
     with_grad = encoder.position_bias(7, torch.float32)
     assert with_grad.requires_grad and encoder._inference_bias is None
+    with torch.inference_mode():  # a model built here has inference tensors, which have no version counter
+        built_in_inference = VattTextModel(VattTextConfig.from_preset("tiny")).eval()
+        assert built_in_inference(input_ids=_ids(2, 9)).last_hidden_state.shape == (2, 10, 64)
+        assert built_in_inference.encoder._inference_bias is None
 
 
 def test_reversed_key_bias_is_a_strided_view_of_the_offsets():
@@ -317,11 +321,19 @@ def test_reversed_key_bias_is_a_strided_view_of_the_offsets():
     assert dense.untyped_storage().nbytes() == heads * length * length * 4
 
 
-def test_unpadded_text_under_sdpa_matches_eager_in_outputs_and_every_gradient():
-    """Without padding, SDPA takes the reversed-key path with the strided bias; eager keeps the dense bias."""
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("trained_bias", [True, False])
+def test_text_under_sdpa_matches_eager_in_outputs_and_every_gradient(padded, trained_bias):
+    """
+    SDPA takes the reversed-key path with the strided bias (a trained bias: plain math with the key mask; a frozen
+    one: the fused kernel, padding as an extra head dimension); eager keeps the dense bias with padding folded in.
+    """
     config = VattTextConfig.from_preset("tiny", hidden_dropout_prob=0.0, attention_dropout=0.0, vocab_size=1000)
     model = VattTextModel(config).train()
+    model.encoder.relative_attention_bias.weight.requires_grad_(trained_bias)
     ids = _ids(2, 40)
+    if padded:
+        ids[1, 25:] = 0
     # A random readout: a loss without large cancelling terms, so fp32 rounding stays far below the tolerance.
     readout = torch.randn(2, 41, config.hidden_size, generator=torch.Generator().manual_seed(1))
     results = {}
@@ -336,7 +348,8 @@ def test_unpadded_text_under_sdpa_matches_eager_in_outputs_and_every_gradient():
         results[implementation] = (output.detach(), grads)
     (sdpa_output, sdpa_grads), (eager_output, eager_grads) = results["sdpa"], results["eager"]
     torch.testing.assert_close(sdpa_output, eager_output, rtol=1e-5, atol=1e-5)
-    assert sdpa_grads.keys() == eager_grads.keys() and "encoder.relative_attention_bias.weight" in sdpa_grads
+    assert sdpa_grads.keys() == eager_grads.keys()
+    assert ("encoder.relative_attention_bias.weight" in sdpa_grads) == trained_bias
     for name, grad in eager_grads.items():
         torch.testing.assert_close(sdpa_grads[name], grad, rtol=1e-5, atol=1e-6 * grad.abs().max().item(), msg=name)
 
