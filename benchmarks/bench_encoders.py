@@ -138,6 +138,12 @@ def text_pair(preset: str, length: int) -> Pair:
     return _pair(vatt, peer, vatt_inputs, {"input_ids": peer_ids}, length + 1, config.embedding_size)
 
 
+def tower_model(tower: str, preset: str, length: int, **kwargs) -> tuple[torch.nn.Module, dict]:
+    """A seeded random-weight audio (`length` patches) or text (`length` ids) tower and its inputs."""
+    torch.manual_seed(0)
+    return (audio_model if tower == "audio" else text_model)(preset, length, **kwargs)
+
+
 def forward_fn(model: torch.nn.Module, inputs: dict, autocast: bool = False) -> Callable[[], torch.Tensor]:
     """Inference-mode forward returning the first token's output (VATT's pooled output, ViT/BERT's CLS)."""
     model.eval()
@@ -285,10 +291,8 @@ def drop_token_section(preset: str, patches: int, reps: int, warmup: int, budget
 def attention_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
     rows = []
     for tower, preset, length in cases:
-        build = audio_model if tower == "audio" else text_model
-        torch.manual_seed(0)
-        eager, inputs = build(preset, length, attn="eager")
-        sdpa, _ = build(preset, length, attn="sdpa")
+        eager, inputs = tower_model(tower, preset, length, attn="eager")
+        sdpa, _ = tower_model(tower, preset, length, attn="sdpa")
         sdpa.load_state_dict(eager.state_dict())
         run_eager, run_sdpa = forward_fn(eager, inputs), forward_fn(sdpa, inputs)
         times = alternate({"eager": run_eager, "sdpa": run_sdpa}, reps, warmup, budget)
@@ -302,9 +306,7 @@ def attention_section(cases: list[tuple[str, str, int]], reps: int, warmup: int,
 def bf16_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
     rows = []
     for tower, preset, length in cases:
-        build = audio_model if tower == "audio" else text_model
-        torch.manual_seed(0)
-        model, inputs = build(preset, length)
+        model, inputs = tower_model(tower, preset, length)
         bf16_model = _bf16_copy(model)
         times = alternate(
             {
@@ -345,9 +347,7 @@ def compiled_forward_fn(model: torch.nn.Module, inputs: dict) -> Callable[[], to
 def compile_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
     rows = []
     for tower, preset, length in cases:
-        build = audio_model if tower == "audio" else text_model
-        torch.manual_seed(0)
-        model, inputs = build(preset, length)
+        model, inputs = tower_model(tower, preset, length)
         eager, compiled = forward_fn(model, inputs), compiled_forward_fn(model, inputs)
         start = time.perf_counter()
         compiled()

@@ -368,9 +368,8 @@ def sdpa_position_bias_attention_forward(
     bias still serves the whole batch.
     """
     if position_bias.requires_grad and torch.is_grad_enabled():
-        return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)[
-            0
-        ], None
+        output, _ = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
+        return output, None
     head_dim = value.shape[-1]
     if attention_mask is not None:
         padded = torch.zeros_like(key[..., :1]).masked_fill(
@@ -411,23 +410,23 @@ class VattAttention(nn.Module):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,
-        reversed_keys: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`reversed_keys`: attend to the keys in reverse order, the order `position_bias` is laid out in."""
         input_shape = hidden_states.shape[:-1]
         hidden_shape = (*input_shape, -1, self.head_dim)
         query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
         value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        if reversed_keys:
-            key, value = key.flip(2), value.flip(2)
 
-        attention_interface: Callable = ALL_ATTENTION_FUNCTIONS.get_interface(
-            self.config._attn_implementation, eager_attention_forward
-        )
+        attention_interface: Callable
         if position_bias is not None and self.config._attn_implementation == "sdpa":
+            # The encoder laid the bias out for the keys in reverse order (see `VattEncoder.reads_strided_bias`).
+            key, value = key.flip(2), value.flip(2)
             attention_interface = sdpa_position_bias_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+                self.config._attn_implementation, eager_attention_forward
+            )
         extra = {} if position_bias is None else {"position_bias": position_bias}
         attn_output, attn_weights = attention_interface(
             self,
@@ -475,12 +474,9 @@ class VattEncoderLayer(GradientCheckpointingLayer):
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         position_bias: torch.Tensor | None = None,
-        reversed_keys: bool = False,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        attn_output, _ = self.self_attn(
-            self.layer_norm1(hidden_states), attention_mask, position_bias, reversed_keys, **kwargs
-        )
+        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, position_bias, **kwargs)
         hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
 
@@ -527,7 +523,10 @@ class VattEncoder(nn.Module):
 
     @property
     def reads_strided_bias(self) -> bool:
-        """Whether attention reads the relative bias as a strided view (SDPA): keys reversed, padding as a key mask."""
+        """
+        Whether attention reads the relative bias as a strided view (SDPA): [`VattAttention`] then takes the keys in
+        reverse order, and padding stays a key mask.
+        """
         return self.relative_attention_bias is not None and self.config._attn_implementation == "sdpa"
 
     def position_bias(self, length: int, dtype: torch.dtype, reversed_keys: bool = False) -> torch.Tensor:
@@ -568,8 +567,8 @@ class VattEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        position_bias, reversed_keys = None, self.reads_strided_bias
-        if reversed_keys:
+        position_bias = None
+        if self.reads_strided_bias:
             # SDPA reads the bias as a strided view of its offsets, keys in reverse order; padding stays a key mask
             # `(batch, 1, 1, length)`, reversed with the keys, so the bias is never expanded per item.
             position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype, reversed_keys=True)
@@ -583,7 +582,7 @@ class VattEncoder(nn.Module):
                 position_bias = position_bias + attention_mask
             attention_mask = None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_bias, reversed_keys, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
         return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
 
 
