@@ -17,7 +17,6 @@ classification metrics through the shipped `evaluate` modules."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import AUDIO_EXTENSIONS, decode_audio
+from .embedding_cache import cached_arrays, ensure_writable, hash_json, model_fingerprint
 from .metrics_utils import load_classification_metric
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -192,24 +192,6 @@ def list_audio_files(folder: str | os.PathLike) -> list[Path]:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def fingerprint(*parts: Any) -> str:
-    """Short stable hash of JSON-serialisable parts."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Hash of a model's config and every tensor of its state dict (names, dtypes, shapes and bytes)."""
-    hasher = hashlib.sha256()
-    config = getattr(model, "config", None)
-    if config is not None:
-        hasher.update(config.to_json_string(use_diff=False).encode())
-    for name, tensor in model.state_dict().items():
-        tensor = tensor.detach().cpu().contiguous()
-        hasher.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        hasher.update(tensor.reshape(-1).view(torch.uint8).numpy())
-    return hasher.hexdigest()[:24]
-
-
 @dataclass
 class WindowFeatures:
     """
@@ -236,22 +218,13 @@ class WindowFeatures:
         masks = [F.pad(part.mask, (0, windows - part.mask.shape[1])) for part in parts]
         return cls(torch.cat(features), torch.cat(masks))
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write to a safetensors file (atomically: a reader never sees a partial file)."""
-        from safetensors.torch import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        save_file({"features": self.features.contiguous(), "mask": self.mask.contiguous()}, str(partial))
-        partial.replace(path)
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The features and mask as float32 arrays (what the embedding cache stores)."""
+        return {"features": self.features.float().numpy(), "mask": self.mask.float().numpy()}
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> WindowFeatures:
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        return cls(tensors["features"], tensors["mask"])
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> WindowFeatures:
+        return cls(torch.from_numpy(arrays["features"]), torch.from_numpy(arrays["mask"]))
 
 
 @torch.no_grad()
@@ -303,18 +276,26 @@ def cached_window_features(
     write: bool = True,
 ) -> tuple[WindowFeatures, Path, bool]:
     """
-    Features of a dataset, computed once and cached in `cache_dir` under a key made of the model's fingerprint, the
-    data fingerprint and the preprocessing `settings`. Returns the features, the cache file and whether it was a hit.
-    `write=False` (non-main processes) computes without writing.
+    Features of a dataset, computed once and cached in `cache_dir` (through `embedding_cache`) under a key made of
+    the model's fingerprint, the data fingerprint and the preprocessing `settings`; a corrupt cache file is rebuilt.
+    Returns the features, the cache file and whether it was a hit. `write=False` (non-main processes) computes
+    without writing.
     """
-    key = fingerprint(model_fingerprint(audio_model), data_fingerprint, settings or {})
-    path = Path(cache_dir) / f"features-{key}.safetensors"
-    if path.is_file():
-        return WindowFeatures.load(path), path, True
-    features = extract_window_features(audio_model, compute_batches(), gather=gather)
     if write:
-        features.save(path)
-    return features, path, False
+        ensure_writable(cache_dir)  # before any feature is computed
+    expected = {
+        "model_fingerprint": model_fingerprint(audio_model),
+        "data_fingerprint": data_fingerprint,
+        "settings": json.loads(json.dumps(settings or {}, sort_keys=True, default=str)),
+    }
+    path = Path(cache_dir) / f"features-{hash_json(expected)}.safetensors"
+    arrays, _, hit = cached_arrays(
+        path,
+        expected,
+        lambda: extract_window_features(audio_model, compute_batches(), gather=gather).arrays(),
+        write=write,
+    )
+    return WindowFeatures.from_arrays(arrays), path, hit
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -24,10 +24,8 @@ for moment in index.search(model, processor, "the speaker thanks the audience", 
 
 import contextlib
 import hashlib
-import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .embedding_cache import cached_arrays, ensure_writable, file_fingerprint, hash_json, load_arrays, save_arrays
+from .embedding_cache import model_fingerprint as weights_fingerprint
 from .feature_extraction_vatt import _NORMALIZE_EPS, convert_blocks, resampled_length
+from .modeling_vatt import window_layout
 
 FORMAT_VERSION = 1
 BLOCK_FRAMES = 1 << 16
@@ -47,12 +48,16 @@ BLOCK_FRAMES = 1 << 16
 
 @dataclass(frozen=True)
 class Moment:
-    """A time span of the recording (seconds), its cosine score and the index windows it covers."""
+    """
+    A time span (seconds) of a recording, its cosine score and the index windows it covers; `file` names the
+    recording in an archive search (None for a one-recording index).
+    """
 
     start: float
     end: float
     score: float
     window_indices: tuple[int, ...]
+    file: str | None = None
 
 
 def format_timestamp(seconds: float) -> str:
@@ -95,14 +100,11 @@ class _Source:
 
     def fingerprint(self) -> str:
         """BLAKE2b of the file's bytes (or the array's samples and rate)."""
-        digest = hashlib.blake2b(digest_size=16)
         if self.path is not None:
-            with open(self.path, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    digest.update(chunk)
-        else:
-            digest.update(f"{self.array.dtype}{self.array.shape}{self.sampling_rate}".encode())
-            digest.update(np.ascontiguousarray(self.array).data)
+            return file_fingerprint(self.path)
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.array.dtype}{self.array.shape}{self.sampling_rate}".encode())
+        digest.update(np.ascontiguousarray(self.array).data)
         return digest.hexdigest()
 
     def blocks(self, target_sampling_rate: int) -> Iterator[np.ndarray]:
@@ -129,14 +131,9 @@ def _normalization(source: _Source, sampling_rate: int) -> tuple[np.float32, np.
     return np.float32(mean), np.float32(math.sqrt(max(squares / count - mean * mean, 0.0) + _NORMALIZE_EPS))
 
 
-def _model_fingerprint(model: torch.nn.Module) -> str:
-    """BLAKE2b of the audio tower's and audio projection's weights: any change invalidates cached embeddings."""
-    digest = hashlib.blake2b(digest_size=16)
-    for part in (model.audio_model, model.audio_projection):
-        for name, tensor in part.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().reshape(-1).view(torch.uint8).numpy().data)
-    return digest.hexdigest()
+def audio_fingerprint(model: torch.nn.Module) -> str:
+    """Fingerprint of what audio embeddings depend on (the audio tower and projection): keys cached embeddings."""
+    return weights_fingerprint(model.audio_model, model.audio_projection)
 
 
 @contextlib.contextmanager
@@ -188,6 +185,7 @@ class LongAudioIndex:
         batch_windows: int = 8,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = True,
+        model_fingerprint: str | None = None,
     ) -> "LongAudioIndex":
         """
         Embed `audio` (a file libsndfile reads, or a float array at `sampling_rate`) window by window.
@@ -203,8 +201,9 @@ class LongAudioIndex:
                 window and `window - window_overlap`; a custom window (at most the model's) defaults to no overlap.
             batch_windows: windows encoded at once.
             cache_dir: reuse (or write) the index in this folder, keyed by the file's content, the model weights and
-                the layout; `index.from_cache` says whether it was reused.
+                the layout; `index.from_cache` says whether it was reused. A corrupt cache file is rebuilt.
             progress: show a tqdm progress bar.
+            model_fingerprint: `audio_fingerprint(model)`, when it is already known (building many indexes).
         """
         if not hasattr(model, "get_audio_features") or not hasattr(model, "audio_projection"):
             raise TypeError(f"Expected a VattForContrastivePretraining model, got {type(model).__name__}.")
@@ -220,6 +219,8 @@ class LongAudioIndex:
             raise ValueError("The feature extractor's `patch_size` differs from the model's.")
         window, hop = _layout(config, target_rate, window_seconds, hop_seconds)
 
+        if cache_dir is not None:
+            cache_dir = ensure_writable(cache_dir)  # before any embedding
         source = _Source(audio, sampling_rate)
         num_samples = resampled_length(source.num_frames, source.sampling_rate, target_rate)
         if num_samples < config.patch_size:
@@ -230,7 +231,7 @@ class LongAudioIndex:
             "format_version": FORMAT_VERSION,
             "model_name": model.config._name_or_path or model.__class__.__name__,
             "model_revision": getattr(model.config, "_commit_hash", None),
-            "model_fingerprint": _model_fingerprint(model),
+            "model_fingerprint": model_fingerprint or audio_fingerprint(model),
             "audio": str(source.path) if source.path is not None else "<array>",
             "audio_fingerprint": source.fingerprint(),
             "sampling_rate": target_rate,
@@ -240,79 +241,42 @@ class LongAudioIndex:
             "window_patches": window,
             "hop_patches": hop,
         }
-        cache_path = None
-        if cache_dir is not None:
-            keyed = {name: value for name, value in metadata.items() if name not in ("model_name", "audio")}
-            key = hashlib.blake2b(json.dumps(keyed, sort_keys=True).encode(), digest_size=10).hexdigest()
-            stem = source.path.stem if source.path is not None else "array"
-            cache_path = Path(cache_dir).expanduser() / f"{stem}.{key}.npz"
-            if cache_path.is_file():
-                index = cls.load(cache_path)
-                index.from_cache = True
-                return index
+        normalization = _normalization(source, target_rate) if do_normalize else None
 
-        embeddings, real_share = _embed_windows(
-            model,
-            source,
-            metadata,
-            batch_windows,
-            _normalization(source, target_rate) if do_normalize else None,
-            progress,
-        )
-        starts = np.arange(len(embeddings)) * hop * config.patch_size
-        ends = np.minimum(starts + window * config.patch_size, num_samples)
-        index = cls(embeddings, starts / target_rate, ends / target_rate, real_share, metadata)
-        if cache_path is not None:
-            index.save(cache_path)
+        def compute() -> dict[str, np.ndarray]:
+            spans = window_layout(-(-num_samples // config.patch_size), window, window - hop).numpy()
+            spans = np.minimum(spans * config.patch_size, num_samples)
+            embeddings, real_share = _embed_windows(
+                model, source, metadata, spans, batch_windows, normalization, progress
+            )
+            times = spans.astype(np.float64) / target_rate
+            return {"embeddings": embeddings, "starts": times[:, 0], "ends": times[:, 1], "real_share": real_share}
+
+        if cache_dir is None:
+            return cls(metadata=metadata, **compute())
+        keyed = {name: value for name, value in metadata.items() if name not in ("model_name", "audio")}
+        stem = source.path.stem if source.path is not None else "array"
+        path = cache_dir / f"{stem}.{hash_json(keyed)}.safetensors"
+        arrays, stored, from_cache = cached_arrays(path, keyed, compute, metadata)
+        index = cls(metadata=stored, **arrays)
+        index.from_cache = from_cache
         return index
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the index to `path` (`.npz`) atomically: a temporary file in the same folder, then a rename."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-        try:
-            with handle:
-                np.savez(
-                    handle,
-                    embeddings=self.embeddings,
-                    starts=self.starts,
-                    ends=self.ends,
-                    real_share=self.real_share,
-                    metadata=np.array(json.dumps(self.metadata)),
-                )
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(handle.name, 0o644)  # temporary files are private; the index is an ordinary file
-            os.replace(handle.name, path)
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-        return path
+        """Write the index to `path` (a `.safetensors` file) atomically, with a checksum of its arrays."""
+        arrays = {"embeddings": self.embeddings, "starts": self.starts, "ends": self.ends}
+        return save_arrays(path, {**arrays, "real_share": self.real_share}, self.metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LongAudioIndex":
-        """Read an index written by [`LongAudioIndex.save`]."""
-        with np.load(path, allow_pickle=False) as data:
-            metadata = json.loads(str(data["metadata"]))
-            if metadata.get("format_version") != FORMAT_VERSION:
-                raise ValueError(f"{path} holds index format {metadata.get('format_version')}, not {FORMAT_VERSION}.")
-            return cls(data["embeddings"], data["starts"], data["ends"], data["real_share"], metadata)
+        """Read an index written by [`LongAudioIndex.save`]; a damaged file raises `CorruptCacheError`."""
+        arrays, metadata = load_arrays(path, {"format_version": FORMAT_VERSION})
+        return cls(metadata=metadata, **arrays)
 
     def scores(self, model: torch.nn.Module, tokenizer: Callable, queries: list[str]) -> np.ndarray:
         """Cosine similarity `(queries, windows)` between the text queries and every window."""
-        if _model_fingerprint(model) != self.metadata["model_fingerprint"]:
-            raise ValueError("This index was built with a different model (its audio weights differ).")
-        tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
-        tokens = tokenizer(queries, padding=True, return_tensors="pt")
-        attention_mask = tokens.get("attention_mask")
-        with _inference(model):
-            text = model.get_text_features(
-                input_ids=tokens["input_ids"].to(model.device),
-                attention_mask=None if attention_mask is None else attention_mask.to(model.device),
-            ).pooler_output
-        text = F.normalize(text.float(), dim=-1).cpu().numpy()
-        return text @ self.embeddings.T
+        check_model(model, self.metadata["model_fingerprint"])
+        return embed_queries(model, tokenizer, queries) @ self.embeddings.T
 
     def search(
         self,
@@ -332,29 +296,57 @@ class LongAudioIndex:
         if top_k < 1:
             raise ValueError(f"`top_k` must be at least 1, got {top_k}.")
         queries = [query] if isinstance(query, str) else list(query)
-        if not queries or not all(isinstance(text, str) and text.strip() for text in queries):
-            raise ValueError("Queries must be non-empty strings.")
-        results = [self._moments(row, top_k, merge_adjacent) for row in self.scores(model, tokenizer, queries)]
+        results = []
+        for scores in self.scores(model, tokenizer, queries):
+            best = np.argsort(-scores, kind="stable")[:top_k]
+            runs = window_runs(best.tolist(), scores[best].tolist(), merge_adjacent)
+            results.append([Moment(float(self.starts[r[0]]), float(self.ends[r[-1]]), score, r) for r, score in runs])
         return results[0] if isinstance(query, str) else results
 
-    def _moments(self, scores: np.ndarray, top_k: int, merge_adjacent: bool) -> list[Moment]:
-        best = np.argsort(-scores, kind="stable")[:top_k].tolist()
-        runs: list[list[int]] = []
-        for window in sorted(best) if merge_adjacent else best:
-            if merge_adjacent and runs and window == runs[-1][-1] + 1:
-                runs[-1].append(window)
-            else:
-                runs.append([window])
-        moments = [
-            Moment(
-                start=float(self.starts[run[0]]),
-                end=float(self.ends[run[-1]]),
-                score=float(scores[run].max()),
-                window_indices=tuple(run),
-            )
-            for run in runs
-        ]
-        return sorted(moments, key=lambda moment: -moment.score)
+
+def window_runs(
+    windows: list[int], scores: list[float], merge_adjacent: bool, recordings: list | None = None
+) -> list[tuple[tuple[int, ...], float]]:
+    """
+    Group the best `windows` (with their `scores`) into moments, best first: with `merge_adjacent`, consecutive
+    window indices (of the same entry of `recordings`, when given) become one run scored by its best window.
+    """
+    score_of = dict(zip(windows, scores))
+    recording_of = dict(zip(windows, recordings or [None] * len(windows)))
+    runs: list[list[int]] = []
+    for window in sorted(windows) if merge_adjacent else windows:
+        previous = runs[-1][-1] if runs else None
+        if merge_adjacent and previous == window - 1 and recording_of[previous] == recording_of[window]:
+            runs[-1].append(window)
+        else:
+            runs.append([window])
+    scored = [(tuple(run), float(max(score_of[window] for window in run))) for run in runs]
+    return sorted(scored, key=lambda item: -item[1])
+
+
+def check_model(model: torch.nn.Module, fingerprint: str) -> None:
+    """Refuse a model whose audio weights are not the ones the embeddings were computed with."""
+    if audio_fingerprint(model) != fingerprint:
+        raise ValueError("This index was built with a different model (its audio weights differ).")
+
+
+def embed_queries(model: torch.nn.Module, tokenizer: Callable, queries: list[str]) -> np.ndarray:
+    """L2-normalised text embeddings `(queries, dim)`; a query with no tokens (e.g. `"!!!"`) is an error."""
+    if not queries or not all(isinstance(text, str) and text.strip() for text in queries):
+        raise ValueError("Queries must be non-empty strings.")
+    tokenizer = getattr(tokenizer, "tokenizer", tokenizer)
+    tokens = tokenizer(queries, padding=True, return_tensors="pt")
+    attention_mask = tokens.get("attention_mask")
+    if attention_mask is not None:
+        empty = [text for text, row in zip(queries, attention_mask) if not row.any()]
+        if empty:
+            raise ValueError(f"The query {empty[0]!r} has no tokens the tokenizer keeps; use words.")
+    with _inference(model):
+        text = model.get_text_features(
+            input_ids=tokens["input_ids"].to(model.device),
+            attention_mask=None if attention_mask is None else attention_mask.to(model.device),
+        ).pooler_output
+    return F.normalize(text.float(), dim=-1).cpu().numpy()
 
 
 def _layout(config, sampling_rate: int, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
@@ -377,15 +369,17 @@ def _embed_windows(
     model: torch.nn.Module,
     source: _Source,
     metadata: dict,
+    spans: np.ndarray,
     batch_windows: int,
     normalization: tuple[np.float32, np.float32] | None,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stream the recording and encode its windows `batch_windows` at a time; returns embeddings and real shares."""
+    """
+    Stream the recording and encode its windows (`spans`, `(windows, 2)` sample ranges) `batch_windows` at a time;
+    returns the normalised embeddings and the real-content share of each window.
+    """
     patch_size, num_samples = metadata["patch_size"], metadata["num_samples"]
-    window_samples, hop_samples = metadata["window_patches"] * patch_size, metadata["hop_patches"] * patch_size
-    num_patches = -(-num_samples // patch_size)
-    num_windows = 1 + -(-max(num_patches - metadata["window_patches"], 0) // metadata["hop_patches"])
+    window_samples, num_windows = metadata["window_patches"] * patch_size, len(spans)
 
     embeddings = np.empty((num_windows, model.config.projection_dim), dtype=np.float32)
     real_share = np.empty(num_windows, dtype=np.float32)
@@ -407,9 +401,7 @@ def _embed_windows(
         real_share[first : first + count] = real[:count] / metadata["window_patches"]
         bar.update(count)
 
-    for window_index in range(num_windows):
-        start = window_index * hop_samples
-        end = min(start + window_samples, num_samples)
+    for window_index, (start, end) in enumerate(spans.tolist()):
         while decoded < end:
             block = next(blocks, None)
             if block is None:

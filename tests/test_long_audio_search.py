@@ -150,16 +150,16 @@ def test_cache_round_trip_and_reuse_without_recomputation(model, recording, tmp_
     for name in ("embeddings", "starts", "ends", "real_share"):
         np.testing.assert_array_equal(getattr(reused, name), getattr(built, name))
     assert reused.metadata == built.metadata
-    assert [path.suffix for path in tmp_path.iterdir()] == [".npz"]  # the atomic write left no temporary file
+    assert [path.suffix for path in tmp_path.iterdir()] == [".safetensors"]  # the atomic write left no temporary file
 
-    saved = built.save(tmp_path / "copy" / "index.npz")
+    saved = built.save(tmp_path / "copy" / "index.safetensors")
     np.testing.assert_array_equal(LongAudioIndex.load(saved).embeddings, built.embeddings)
 
     # Another layout or other weights never reuse these embeddings.
     other_layout = LongAudioIndex.build(model, None, recording, hop_seconds=0.1, cache_dir=tmp_path, progress=False)
     other_model = LongAudioIndex.build(_model(seed=1), None, recording, cache_dir=tmp_path, progress=False)
     assert not other_layout.from_cache and not other_model.from_cache
-    assert len(list(tmp_path.glob("*.npz"))) == 3
+    assert len(list(tmp_path.glob("*.safetensors"))) == 3
 
 
 def test_search_returns_sorted_moments_inside_the_recording(model, tokenizer, recording):
