@@ -32,13 +32,16 @@ TensorFlow is imported only here, lazily; the model package never needs it.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import errno
+import glob
 import os
 import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +52,8 @@ from transformers.utils import logging as transformers_logging
 if not __package__:  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conversion.verify import verify  # noqa: E402
+from conversion.hyperparameters import ConversionError, Settings  # noqa: E402
+from conversion.verify import reference_inputs, verify  # noqa: E402
 from modeling_vatt import (  # noqa: E402
     VattAudioConfig,
     VattConfig,
@@ -58,7 +62,7 @@ from modeling_vatt import (  # noqa: E402
     VattTextConfig,
 )
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor  # noqa: E402
-from modeling_vatt.model_card import render_model_card  # noqa: E402
+from modeling_vatt.model_card import markdown_table, render_model_card, setting_sources  # noqa: E402
 from modeling_vatt.processing_vatt import VattProcessor  # noqa: E402
 from modeling_vatt.tokenization_vatt import VattTokenizer  # noqa: E402
 
@@ -86,9 +90,10 @@ VIDEO_BRANCH = (
 
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 
-
-class ConversionError(ValueError):
-    """A checkpoint, vocabulary or output folder the converter cannot use (the message is one line)."""
+# Original config keys (section, field) shared by several plans
+AUDIO_HEADS = ("audio", "num_heads")
+PRE_PROJECTION = ("audio", "pre_projection")
+POST_PROJECTION = ("audio", "d_post_proj")
 
 
 def _one_line(error: BaseException) -> str:
@@ -276,7 +281,7 @@ def _bridge_head() -> list[Rule]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Size inference
+# Sizes: read from the shapes, checked against the original config; the rest from it, a flag or the released defaults
 # --------------------------------------------------------------------------------------------------------------------
 
 
@@ -296,44 +301,68 @@ def _count_layers(variables: dict[str, np.ndarray], layers_root: str) -> int:
     return len(indices)
 
 
-def _generic_head_count(attention_width: int, override: int | None, text_heads: int | None) -> int:
-    if override is not None:
-        heads = override
-    elif attention_width >= 256 and attention_width % 64 == 0:
-        heads = attention_width // 64
-    elif text_heads is not None:
-        heads = text_heads
-    else:
-        raise ConversionError(
-            f"cannot infer the audio encoder's number of attention heads (attention width {attention_width} is not "
-            "stored per head); pass --audio_num_heads."
-        )
-    if heads <= 0 or attention_width % heads:
-        raise ConversionError(f"{heads} attention heads do not divide the attention width {attention_width}.")
-    return heads
-
-
-def _generic_encoder_sizes(variables, tf_root: str, override: int | None, text_heads: int | None = None) -> dict:
+def _generic_encoder_sizes(variables, tf_root: str, settings: Settings, text_heads: int | None = None) -> dict:
+    """The pre-LN encoder of WaT / UVATT; only the total attention width is stored, not the head count."""
     hidden_size, attention_width = _shape(variables, f"{tf_root}tx/layers/0/mha/q/kernel")
-    heads = _generic_head_count(attention_width, override, text_heads)
+    heads = settings.attention_heads("audio_config.num_attention_heads", attention_width, AUDIO_HEADS, text_heads)
+    source = settings.recorded["audio_config.num_attention_heads"].source
+    settings.given("audio_config.pre_norm", ("audio", "pre_norm"), supported=(True,))
     return {
-        "hidden_size": hidden_size,
-        "num_hidden_layers": _count_layers(variables, f"{tf_root}tx/layers/"),
+        "hidden_size": settings.read("audio_config.hidden_size", hidden_size, ("audio", "d_model")),
+        "num_hidden_layers": settings.read(
+            "audio_config.num_hidden_layers", _count_layers(variables, f"{tf_root}tx/layers/"), ("audio", "num_layers")
+        ),
         "num_attention_heads": heads,
-        "head_dim": attention_width // heads,
-        "intermediate_size": _shape(variables, f"{tf_root}tx/layers/0/feed_forward/mlp/wi/kernel")[1],
+        "head_dim": settings.record(
+            "audio_config.head_dim", attention_width // heads, source, "attention width / heads"
+        ),
+        "intermediate_size": settings.read(
+            "audio_config.intermediate_size",
+            _shape(variables, f"{tf_root}tx/layers/0/feed_forward/mlp/wi/kernel")[1],
+            ("audio", "d_ff"),
+        ),
+        "hidden_act": settings.given("audio_config.hidden_act", ("audio", "activation"), supported=("gelu",)),
+        "layer_norm_eps": settings.given("audio_config.layer_norm_eps", ("audio", "layer_norm_epsilon")),
     }
 
 
-def _audio_embedding_sizes(variables, tf_patches: str, tf_positions: str) -> dict:
+def _audio_embedding_sizes(variables, tf_patches: str, tf_positions: str, settings: Settings, unified: bool) -> dict:
     patch_size, channels, _ = _shape(variables, f"{tf_patches}/kernel")
     if channels != 1:
         raise ConversionError(f"{tf_patches} expects {channels} input channels; WaT reads a mono waveform.")
     rows, _ = _shape(variables, f"{tf_positions}/temporal_position_embeddings/embeddings")
-    return {"patch_size": patch_size, "max_position_embeddings": rows, "position_interpolation": "spline"}
+    patch_key, rows_key = (
+        ("aud_temporal_patch_size", "max_aud_temporal_buckets")
+        if unified
+        else (
+            "temporal_patch_size",
+            "max_temporal_buckets",
+        )
+    )
+    patch_size = settings.read("audio_config.patch_size", patch_size, ("audio", patch_key))
+    if not unified:  # the original's stride is a separate setting; the converted model's patches never overlap
+        stride = ("audio", "temporal_patch_stride")
+        settings.given("audio patch stride", stride, supported=(patch_size,), default=patch_size)
+    return {
+        "patch_size": patch_size,
+        "max_position_embeddings": settings.read("audio_config.max_position_embeddings", rows, ("audio", rows_key)),
+        "position_interpolation": "spline",
+    }
 
 
-def _bridge_sizes(variables, audio_width: int, text_width: int) -> dict:
+def _wat_projections(variables, root: str, settings: Settings) -> dict:
+    """Pre/post projections of a WaT tower (present when it was fine-tuned from the modality-agnostic model)."""
+    sizes = {}
+    has_pre = settings.read("audio_config.use_pre_projection", root + "pre_proj/kernel" in variables, PRE_PROJECTION)
+    if has_pre:
+        sizes["use_pre_projection"] = True
+    if settings.read("audio post projection", root + "post_proj/kernel" in variables, ("audio", "post_projection")):
+        width = _shape(variables, root + "post_proj/kernel")[1]
+        sizes["post_projection_size"] = settings.read("audio_config.post_projection_size", width, POST_PROJECTION)
+    return sizes
+
+
+def _bridge_sizes(variables, audio_width: int, text_width: int, settings: Settings) -> dict:
     audio_in, audio_video_dim = _shape(variables, HEAD_ROOT + "aud_to_va/kernel")
     text_in, projection_dim = _shape(variables, HEAD_ROOT + "txt_to_vat/kernel")
     if (audio_in, text_in) != (audio_width, text_width):
@@ -342,8 +371,11 @@ def _bridge_sizes(variables, audio_width: int, text_width: int) -> dict:
         )
     return {
         "projection_type": "bridge",
-        "projection_dim": projection_dim,
-        "audio_video_projection_dim": audio_video_dim,
+        "projection_dim": settings.read("projection_dim", projection_dim, ("head", "txt_to_vid_aud_kwargs.d_model")),
+        "audio_video_projection_dim": settings.read(
+            "audio_video_projection_dim", audio_video_dim, ("head", "aud_to_vid_txt_kwargs.d_model")
+        ),
+        "batch_norm_eps": settings.given("batch_norm_eps", ("head", "bn_config.epsilon")),
     }
 
 
@@ -354,40 +386,65 @@ def _bridge_sizes(variables, audio_width: int, text_width: int) -> dict:
 
 @dataclass
 class ConversionPlan:
-    """What a checkpoint becomes: its kind, the HF config, the weight rules and the variables deliberately skipped."""
+    """What a checkpoint becomes: its kind, the HF config, the weight rules, the variables skipped and the settings."""
 
     kind: str
     config: VattConfig | VattAudioConfig
     rules: list[Rule]
+    settings: Settings
     ignored_prefixes: tuple[str, ...] = ()
 
 
-def _plan_modality_specific(variables, audio_num_heads: int | None) -> ConversionPlan:
+def _t5_text_sizes(variables, settings: Settings) -> dict:
     t5_layer0 = TEXT_ROOT + "base_lm/layers/0/self_attention/attention/"
     buckets, text_heads = _shape(variables, t5_layer0 + "relative_attention_bias/embeddings")
     text_hidden, text_width = _shape(variables, t5_layer0 + "q/kernel")
     vocab_size, embedding_size = _shape(variables, TEXT_ROOT + "embedding/embeddings")
-    text_layers = _count_layers(variables, TEXT_ROOT + "base_lm/layers/")
     if text_width % text_heads:
         raise ConversionError(f"{text_heads} T5 heads do not divide the text attention width {text_width}.")
-    text = {
-        "vocab_size": vocab_size,
-        "embedding_size": embedding_size,
-        "hidden_size": text_hidden,
-        "num_hidden_layers": text_layers,
-        "num_attention_heads": text_heads,
-        "head_dim": text_width // text_heads,
-        "intermediate_size": _shape(variables, TEXT_ROOT + "base_lm/layers/0/feed_forward/mlp/wi/kernel")[1],
+    read = settings.read
+    return {
+        "vocab_size": read("text_config.vocab_size", vocab_size, ("text", "vocab_size")),
+        "embedding_size": read("text_config.embedding_size", embedding_size, ("text", "d_embedding")),
+        "hidden_size": read("text_config.hidden_size", text_hidden, ("text", "d_model")),
+        "num_hidden_layers": read(
+            "text_config.num_hidden_layers",
+            _count_layers(variables, TEXT_ROOT + "base_lm/layers/"),
+            ("text", "num_layers"),
+        ),
+        "num_attention_heads": read("text_config.num_attention_heads", text_heads, ("text", "num_heads")),
+        "head_dim": read("text_config.head_dim", text_width // text_heads, ("text", "d_kv")),
+        "intermediate_size": read(
+            "text_config.intermediate_size",
+            _shape(variables, TEXT_ROOT + "base_lm/layers/0/feed_forward/mlp/wi/kernel")[1],
+            ("text", "d_ff"),
+        ),
         "position_embedding_type": "relative",
-        "relative_attention_num_buckets": buckets,
+        "relative_attention_num_buckets": read(
+            "text_config.relative_attention_num_buckets", buckets, ("text", "num_relative_buckets")
+        ),
+        "relative_attention_max_distance": settings.given(
+            "text_config.relative_attention_max_distance",
+            ("text", "max_relative_distance"),
+            flag="text_max_relative_distance",
+        ),
+        # the original applies this activation to the pre-projection too, which the converted model fixes to GELU
+        "hidden_act": settings.given("text_config.hidden_act", ("text", "activation"), supported=("gelu",)),
+        "layer_norm_eps": settings.given("text_config.layer_norm_eps", ("text", "layer_norm_epsilon")),
     }
+
+
+def _plan_modality_specific(variables, settings: Settings) -> ConversionPlan:
+    text = _t5_text_sizes(variables, settings)
     audio = {
-        **_generic_encoder_sizes(variables, AUDIO_ROOT, audio_num_heads, text_heads),
-        **_audio_embedding_sizes(variables, AUDIO_ROOT + "wave_to_patch", AUDIO_ROOT + "pos_embedding_lookup"),
+        **_generic_encoder_sizes(variables, AUDIO_ROOT, settings, text["num_attention_heads"]),
+        **_audio_embedding_sizes(
+            variables, AUDIO_ROOT + "wave_to_patch", AUDIO_ROOT + "pos_embedding_lookup", settings, unified=False
+        ),
+        **_wat_projections(variables, AUDIO_ROOT, settings),
     }
-    config = VattConfig(
-        audio_config=audio, text_config=text, **_bridge_sizes(variables, audio["hidden_size"], text_hidden)
-    )
+    bridge = _bridge_sizes(variables, audio["hidden_size"], text["hidden_size"], settings)
+    config = VattConfig(audio_config=audio, text_config=text, **bridge)
     rules = [
         *_audio_embeddings(
             AUDIO_ROOT + "wave_to_patch",
@@ -396,41 +453,45 @@ def _plan_modality_specific(variables, audio_num_heads: int | None) -> Conversio
             "audio_model.",
         ),
         *_generic_encoder(AUDIO_ROOT, "audio_model.", audio["num_hidden_layers"]),
-        *_t5_text(text_layers),
+        *_t5_text(text["num_hidden_layers"]),
         *_bridge_head(),
     ]
-    return ConversionPlan("tx_fac", config, rules, VIDEO_BRANCH)
+    return ConversionPlan("tx_fac", config, rules, settings, VIDEO_BRANCH)
 
 
-def _plan_modality_agnostic(variables, audio_num_heads: int | None) -> ConversionPlan:
+def _plan_modality_agnostic(variables, settings: Settings) -> ConversionPlan:
     root = UNIFIED_ROOT
-    encoder = _generic_encoder_sizes(variables, root, audio_num_heads)
+    encoder = _generic_encoder_sizes(variables, root, settings)
     audio_post = _shape(variables, root + "post_proj/audio/kernel")[1]
     text_post = _shape(variables, root + "post_proj/text/kernel")[1]
     vocab_size, embedding_size = _shape(variables, root + "raw_to_embeddings/text/embeddings")
     text_rows, _ = _shape(variables, root + "pos_embedding_lookup/text/temporal_position_embeddings/embeddings")
     audio = {
         **encoder,
-        **_audio_embedding_sizes(variables, root + "raw_to_embeddings/audio", root + "pos_embedding_lookup/audio"),
+        **_audio_embedding_sizes(
+            variables, root + "raw_to_embeddings/audio", root + "pos_embedding_lookup/audio", settings, unified=True
+        ),
         "use_pre_projection": True,
-        "post_projection_size": audio_post,
+        "post_projection_size": settings.read("audio_config.post_projection_size", audio_post, POST_PROJECTION),
     }
     text = {
         **encoder,
-        "vocab_size": vocab_size,
-        "embedding_size": embedding_size,
+        "vocab_size": settings.read("text_config.vocab_size", vocab_size, ("text", "txt_vocab_size")),
+        "embedding_size": settings.read("text_config.embedding_size", embedding_size, ("text", "txt_embedding_dim")),
         "position_embedding_type": "absolute",
-        "max_position_embeddings": text_rows,
+        "max_position_embeddings": settings.read(
+            "text_config.max_position_embeddings", text_rows, ("text", "max_txt_temporal_buckets")
+        ),
         "position_interpolation": "spline",
         # the original pads every caption to the table length and resamples to the padded length
         "position_interpolation_length": "padded",
-        "post_projection_size": text_post,
+        "post_projection_size": settings.read("text_config.post_projection_size", text_post, POST_PROJECTION),
     }
     config = VattConfig(
         audio_config=audio,
         text_config=text,
         modality_agnostic=True,
-        **_bridge_sizes(variables, audio_post, text_post),
+        **_bridge_sizes(variables, audio_post, text_post, settings),
     )
     rules = [
         *_audio_embeddings(
@@ -445,15 +506,18 @@ def _plan_modality_agnostic(variables, audio_num_heads: int | None) -> Conversio
         *_unified_text(),
         *_bridge_head(),
     ]
-    return ConversionPlan("ut_fac", config, rules, VIDEO_BRANCH)
+    return ConversionPlan("ut_fac", config, rules, settings, VIDEO_BRANCH)
 
 
-def _plan_finetuned_audio(variables, audio_num_heads: int | None) -> ConversionPlan:
+def _plan_finetuned_audio(variables, settings: Settings) -> ConversionPlan:
     root = FINETUNED_ROOT
-    num_labels = _shape(variables, CLASSIFIER + "/kernel")[1]
+    num_labels = settings.read("num_labels", _shape(variables, CLASSIFIER + "/kernel")[1], ("audio", "num_classes"))
     audio = {
-        **_generic_encoder_sizes(variables, root, audio_num_heads),
-        **_audio_embedding_sizes(variables, root + "wave_to_patch", root + "pos_embedding_lookup"),
+        **_generic_encoder_sizes(variables, root, settings),
+        **_audio_embedding_sizes(
+            variables, root + "wave_to_patch", root + "pos_embedding_lookup", settings, unified=False
+        ),
+        **_wat_projections(variables, root, settings),
         "num_labels": num_labels,
         # the original head: sigmoid multi-label Linear over the AGG output, window logits averaged
         "classifier_head": "original" if num_labels >= 2 else "linear",
@@ -465,26 +529,40 @@ def _plan_finetuned_audio(variables, audio_num_heads: int | None) -> ConversionP
         ),
         *_generic_encoder(root, "audio_model.", audio["num_hidden_layers"]),
     ]
-    if root + "pre_proj/kernel" in variables:  # WaT fine-tuned from the modality-agnostic model
-        audio["use_pre_projection"] = True
+    if audio.get("use_pre_projection"):  # WaT fine-tuned from the modality-agnostic model
         rules += _dense(root + "pre_proj", "audio_model.embeddings.pre_projection")
-    if root + "post_proj/kernel" in variables:
-        audio["post_projection_size"] = _shape(variables, root + "post_proj/kernel")[1]
+    if audio.get("post_projection_size"):
         rules += _dense(root + "post_proj", "audio_model.post_projection")
     rules += _dense(CLASSIFIER, "classifier")
-    return ConversionPlan("wat_finetuned", VattAudioConfig(**audio), rules)
+    return ConversionPlan("wat_finetuned", VattAudioConfig(**audio), rules, settings)
 
 
-def plan_conversion(variables: dict[str, np.ndarray], audio_num_heads: int | None = None) -> ConversionPlan:
-    """Recognise the checkpoint kind from its variable names and infer every size from the shapes."""
+_PLANS = {"tx_fac": _plan_modality_specific, "ut_fac": _plan_modality_agnostic, "wat_finetuned": _plan_finetuned_audio}
+
+
+def checkpoint_kind(variables: dict[str, np.ndarray]) -> str:
+    """`tx_fac`, `ut_fac` or `wat_finetuned`, recognised from the variable names."""
     if any(name.startswith(UNIFIED_ROOT) for name in variables):
-        return _plan_modality_agnostic(variables, audio_num_heads)
+        return "ut_fac"
     if any(name.startswith(AUDIO_ROOT) for name in variables):
-        return _plan_modality_specific(variables, audio_num_heads)
+        return "tx_fac"
     if any(name.startswith(FINETUNED_ROOT) for name in variables) and CLASSIFIER + "/kernel" in variables:
-        return _plan_finetuned_audio(variables, audio_num_heads)
+        return "wat_finetuned"
     found = ", ".join(sorted(variables)[:3]) or "no variables under " + MODEL_ROOT
     raise ConversionError(f"not a VATT checkpoint: no WaT audio backbone or unified transformer found ({found}).")
+
+
+def plan_conversion(
+    variables: dict[str, np.ndarray],
+    audio_num_heads: int | None = None,
+    original_config: str | os.PathLike | None = None,
+    text_max_relative_distance: int | None = None,
+) -> ConversionPlan:
+    """Recognise the checkpoint kind; read every size from the shapes and the rest from the original config (if
+    given), the flags or the released defaults, each recorded with its source."""
+    kind = checkpoint_kind(variables)
+    flags = {"audio_num_heads": audio_num_heads, "text_max_relative_distance": text_max_relative_distance}
+    return _PLANS[kind](variables, Settings(kind, original_config, flags))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -498,16 +576,30 @@ class ConvertedModel:
     model: torch.nn.Module
     num_mapped: int
     ignored: dict[str, int]
+    settings: Settings
 
 
 def _is_under(name: str, prefixes: tuple[str, ...]) -> bool:
     return any(name == prefix or name.startswith(prefix + "/") for prefix in prefixes)
 
 
-def convert_variables(checkpoint: TFCheckpoint, audio_num_heads: int | None = None) -> ConvertedModel:
-    """Map every model variable of `checkpoint` onto a freshly built HF model; anything unaccounted for is an error."""
+def _check_finite(variables: dict[str, np.ndarray], names: list[str]) -> None:
+    for name in names:
+        bad = int(np.size(variables[name]) - np.count_nonzero(np.isfinite(variables[name])))
+        if bad:
+            raise ConversionError(
+                f"checkpoint variable {MODEL_ROOT}{name} holds {bad} non-finite values (NaN or inf): the checkpoint "
+                "is corrupt or was saved after training diverged."
+            )
+
+
+def convert_variables(checkpoint: TFCheckpoint, audio_num_heads: int | None = None, **plan_options) -> ConvertedModel:
+    """Map every model variable of `checkpoint` onto a freshly built HF model; anything unaccounted for is an error.
+
+    `plan_options` (`original_config`, `text_max_relative_distance`) go to `plan_conversion`.
+    """
     variables = checkpoint.variables
-    plan = plan_conversion(variables, audio_num_heads)
+    plan = plan_conversion(variables, audio_num_heads, **plan_options)
     mapped = {tf_name for tf_name, _, _ in plan.rules}
     video = [name for name in variables if name not in mapped and _is_under(name, plan.ignored_prefixes)]
     unmapped = [name for name in variables if name not in mapped and name not in video] + checkpoint.foreign
@@ -518,6 +610,7 @@ def convert_variables(checkpoint: TFCheckpoint, audio_num_heads: int | None = No
         raise ConversionError(
             f"the {plan.kind} checkpoint lacks {len(missing)} variables: {', '.join(sorted(missing))}"
         )
+    _check_finite(variables, sorted(mapped))
 
     state = {hf: torch.from_numpy(np.ascontiguousarray(transform(variables[tf]))) for tf, hf, transform in plan.rules}
     model_class = VattForContrastivePretraining if isinstance(plan.config, VattConfig) else VattForAudioClassification
@@ -528,7 +621,7 @@ def convert_variables(checkpoint: TFCheckpoint, audio_num_heads: int | None = No
         "bookkeeping": len(checkpoint.bookkeeping),
         "video branch": len(video),
     }
-    return ConvertedModel(plan.kind, model.eval(), len(plan.rules), ignored)
+    return ConvertedModel(plan.kind, model.eval(), len(plan.rules), ignored, plan.settings)
 
 
 def _load_exactly(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -578,15 +671,70 @@ def check_output_dir(output_dir: Path, overwrite: bool) -> None:
         raise ConversionError(f"output folder {output_dir} exists and is not empty; pass --overwrite to replace it.")
 
 
+def _staging_folder(output_dir: Path, what: str) -> Path:
+    """A new folder beside `output_dir`, named with this process id so a later run can tell when it is stale."""
+    return Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.{what}-{os.getpid()}-", dir=output_dir.parent))
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_staging(output_dir: Path) -> list[Path]:
+    """Delete the `.partial` / `.replaced` folders that killed conversions into `output_dir` left beside it."""
+    pattern = re.compile(rf"\.{re.escape(output_dir.name)}\.(?:partial|replaced)-(\d+)-\w+")
+    stale = [
+        path
+        for path in output_dir.parent.glob(f".{glob.escape(output_dir.name)}.*")
+        if (match := pattern.fullmatch(path.name)) and path.is_dir() and not _process_alive(int(match[1]))
+    ]
+    for path in stale:
+        shutil.rmtree(path)
+    return stale
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two folders in one atomic step (Linux `renameat2(RENAME_EXCHANGE)`); False where that is unavailable."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None) if sys.platform == "linux" else None
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(error, os.strerror(error), str(second))
+
+
 def _move_into_place(staging: Path, output_dir: Path, overwrite: bool) -> None:
+    """Make the complete `staging` folder `output_dir` atomically: the old folder stays whole until the swap."""
     check_output_dir(output_dir, overwrite)
     if not output_dir.exists():
         staging.rename(output_dir)
-        return
-    previous = output_dir.with_name(f".{output_dir.name}.replaced-{os.getpid()}")
-    output_dir.rename(previous)
-    staging.rename(output_dir)
-    shutil.rmtree(previous)
+    elif _exchange(staging, output_dir):  # `staging` now holds the previous folder
+        shutil.rmtree(staging)
+    else:
+        previous = _staging_folder(output_dir, "replaced")
+        output_dir.replace(previous)
+        staging.rename(output_dir)
+        shutil.rmtree(previous)
+
+
+def _make_parents(output_dir: Path) -> list[Path]:
+    """Create the missing parent folders of `output_dir`; return them, outermost first (to remove them on failure)."""
+    missing = [parent for parent in reversed(output_dir.parents) if not parent.exists()]
+    try:
+        output_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConversionError(f"cannot create the parent folder of {output_dir}: {_one_line(error)}") from error
+    return missing
 
 
 def load_tokenizer(vocab_file: str | os.PathLike, text_config: VattTextConfig) -> VattTokenizer:
@@ -693,6 +841,7 @@ def model_card(
     notes = [_SPLINE_NOTE] + ([] if text is None else [_ZERO_SHOT_NOTE])
     if text is not None and text.position_embedding_type == "absolute":
         notes.append(_UVATT_TEXT_NOTE)
+    sources = setting_sources(converted.settings.by_source())
     rows = "\n".join(f"| `{name}` | {error:.2e} |" for name, error in errors.items())
     verification = (
         "Outputs of the converted model against the original TensorFlow model on reference inputs (max abs error):"
@@ -707,7 +856,7 @@ def model_card(
             dataset="howto100m",
             training_data="The original VATT pre-training data (HowTo100M and AudioSet); nothing was retrained.",
             training_procedure="Original VATT self-supervised pre-training; the weights are converted unchanged.",
-            hyperparameters=sizes,
+            hyperparameters=f"{markdown_table(sizes)}\n\n{sources}",
             results="No retrieval evaluation was run after conversion. " + verification,
             model_index_results="    []",
             model_description=description,
@@ -733,6 +882,8 @@ tags: [vatt, audio, custom_code]
 {description}
 
 {size_lines}
+
+{sources}
 
 ## Usage
 
@@ -777,15 +928,50 @@ class ConversionResult:
     num_mapped: int
     ignored: dict[str, int]
     errors: dict[str, float]
+    settings: Settings
 
     def summary(self) -> str:
+        """What was converted, one line per assumed hyperparameter (with what overrides it) and the errors."""
         ignored = ", ".join(f"{count} {what}" for what, count in self.ignored.items() if count)
         lines = [
             f"converted {self.kind} checkpoint to {self.output_dir}: {self.num_mapped} variables mapped"
             + (f" (ignored: {ignored})" if ignored else "")
         ]
+        lines += self.settings.assumptions()
         lines += [f"  {name}: max abs error {error:.3e}" for name, error in self.errors.items()]
         return "\n".join(lines)
+
+
+@contextmanager
+def _writing(output_dir: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as error:
+        raise ConversionError(f"cannot write the converted folder {output_dir}: {_one_line(error)}") from error
+
+
+def _verify_folder(model_class: type, folder: Path, verify_against: tuple, tolerance: float) -> dict[str, float]:
+    """Reload the written folder and compare it with the original's outputs (`verify_against = (outputs, inputs)`)."""
+    outputs_npz, inputs_npz = verify_against
+    try:
+        errors = verify(model_class.from_pretrained(folder), inputs_npz, outputs_npz)
+    except ValueError as error:
+        raise ConversionError(f"cannot verify against {outputs_npz}: {_one_line(error)}") from error
+    failed = {name: error for name, error in errors.items() if not error <= tolerance}
+    if failed:
+        raise ConversionError(f"converted model differs from the reference beyond {tolerance}: {failed}")
+    return errors
+
+
+def check_reference_files(outputs_npz: str | os.PathLike, inputs_npz: str | os.PathLike) -> None:
+    """The `--verify_against` pair must be readable and in the order OUTPUTS_NPZ INPUTS_NPZ."""
+    for reference in (outputs_npz, inputs_npz):
+        if not Path(reference).is_file():
+            raise ConversionError(f"reference file {reference} does not exist.")
+    try:
+        reference_inputs(outputs_npz, inputs_npz)
+    except ValueError as error:
+        raise ConversionError(_one_line(error)) from error
 
 
 def convert_checkpoint(
@@ -798,42 +984,59 @@ def convert_checkpoint(
     audio_num_heads: int | None = None,
     tolerance: float = 1e-4,
     hub_api=None,
+    original_config: str | os.PathLike | None = None,
+    text_max_relative_distance: int | None = None,
 ) -> ConversionResult:
-    """Convert `tf_checkpoint` into `output_dir`; with `verify_against=(outputs.npz, inputs.npz)` check the result."""
+    """Convert `tf_checkpoint` into `output_dir`; with `verify_against=(outputs.npz, inputs.npz)` check the result.
+
+    `original_config` is the original model config as JSON (`as_dict()`); without it, every value the checkpoint
+    does not store is the released default, listed in the result's `summary()` and the model card.
+    """
     output_dir = Path(output_dir).absolute()
     check_output_dir(output_dir, overwrite)
-    for reference in verify_against or ():
-        if not Path(reference).is_file():
-            raise ConversionError(f"reference file {reference} does not exist.")
-    checkpoint = read_tf_checkpoint(tf_checkpoint)
-    converted = convert_variables(checkpoint, audio_num_heads)
-    config = converted.model.config
-    if vocab_file is not None and isinstance(config, VattAudioConfig):
-        raise ConversionError("a fine-tuned audio checkpoint has no text tower: drop --vocab_file.")
-    tokenizer = load_tokenizer(vocab_file, config.text_config) if vocab_file is not None else None
-
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", suffix=".partial", dir=output_dir.parent))
-    staging.chmod(0o755)
+    if verify_against is not None:
+        check_reference_files(*verify_against)
+    if original_config is not None and not Path(original_config).is_file():
+        raise ConversionError(f"original config {original_config} does not exist.")
+    created_parents = _make_parents(output_dir)
     try:
-        save_folder(converted, staging, tokenizer)
+        remove_stale_staging(output_dir)
+        staging = _staging_folder(output_dir, "partial")
+    except OSError as error:
+        raise ConversionError(f"cannot write beside the output folder {output_dir}: {_one_line(error)}") from error
+    try:
+        staging.chmod(0o755)
+        checkpoint = read_tf_checkpoint(tf_checkpoint)
+        converted = convert_variables(
+            checkpoint,
+            audio_num_heads,
+            original_config=original_config,
+            text_max_relative_distance=text_max_relative_distance,
+        )
+        config = converted.model.config
+        if vocab_file is not None and isinstance(config, VattAudioConfig):
+            raise ConversionError("a fine-tuned audio checkpoint has no text tower: drop --vocab_file.")
+        tokenizer = load_tokenizer(vocab_file, config.text_config) if vocab_file is not None else None
+        with _writing(output_dir):
+            save_folder(converted, staging, tokenizer)
         errors = {}
         if verify_against is not None:
-            outputs_npz, inputs_npz = verify_against
-            reloaded = type(converted.model).from_pretrained(staging)
-            errors = verify(reloaded, inputs_npz, outputs_npz)
-            failed = {name: error for name, error in errors.items() if not error <= tolerance}
-            if failed:
-                raise ConversionError(f"converted model differs from the reference beyond {tolerance}: {failed}")
+            errors = _verify_folder(type(converted.model), staging, verify_against, tolerance)
         card = model_card(converted, checkpoint.prefix, errors, tokenizer, push_to_hub or output_dir.name)
-        (staging / "README.md").write_text(card)
-        _move_into_place(staging, output_dir, overwrite)
+        with _writing(output_dir):
+            (staging / "README.md").write_text(card)
+            _move_into_place(staging, output_dir, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(created_parents):
+            with suppress(OSError):
+                parent.rmdir()
         raise
     if push_to_hub is not None:
         push_folder(output_dir, push_to_hub, hub_api)
-    return ConversionResult(converted.kind, output_dir, config, converted.num_mapped, converted.ignored, errors)
+    return ConversionResult(
+        converted.kind, output_dir, config, converted.num_mapped, converted.ignored, errors, converted.settings
+    )
 
 
 def push_folder(folder: Path, repo_id: str, api=None) -> None:
@@ -861,9 +1064,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--push_to_hub", metavar="REPO_ID", help="upload the converted folder to this Hub repository")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     parser.add_argument(
+        "--original_config",
+        metavar="JSON",
+        help="the original model config as JSON (its `as_dict()`): every hyperparameter comes from it",
+    )
+    parser.add_argument(
         "--audio_num_heads",
         type=int,
-        help="heads of the audio (or shared) encoder; needed only when its width is not a multiple of 64 >= 256",
+        help="heads of the audio (or shared) encoder (original num_heads), not stored in checkpoints",
+    )
+    parser.add_argument(
+        "--text_max_relative_distance",
+        type=int,
+        help="the T5 text tower's max_relative_distance (released default 64), not stored in checkpoints",
     )
     return parser.parse_args(argv)
 
@@ -880,6 +1093,8 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             audio_num_heads=args.audio_num_heads,
             tolerance=args.verify_tolerance,
+            original_config=args.original_config,
+            text_max_relative_distance=args.text_max_relative_distance,
         )
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)

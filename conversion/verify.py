@@ -22,12 +22,35 @@ the model computes the spline exactly.
 from __future__ import annotations
 
 import os
+import zipfile
 
 import numpy as np
 import torch
 
 AUDIO_CASES = ("audio", "audio_interp")
 TEXT_CASES = {"text": "text_ids", "text_interp": "text_interp_ids"}
+INPUT_KEYS = {*AUDIO_CASES, *TEXT_CASES.values()}
+
+
+def _npz_keys(path: str | os.PathLike) -> set[str]:
+    try:
+        with np.load(path) as archive:
+            return set(archive.files)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npz archive ({' '.join(str(error).split())}).") from error
+
+
+def reference_inputs(outputs_npz: str | os.PathLike, inputs_npz: str | os.PathLike) -> set[str]:
+    """The input cases of a reference pair; a ValueError for unreadable files or a pair given in the wrong order."""
+    output_keys, input_keys = _npz_keys(outputs_npz), _npz_keys(inputs_npz)
+    if output_keys & INPUT_KEYS and not input_keys & INPUT_KEYS:
+        raise ValueError(
+            f"the reference files look swapped: {outputs_npz} holds inputs ({', '.join(sorted(output_keys & INPUT_KEYS))}); "
+            "pass the outputs first: --verify_against OUTPUTS_NPZ INPUTS_NPZ."
+        )
+    if not input_keys & INPUT_KEYS:
+        raise ValueError(f"{inputs_npz} holds none of the reference inputs {sorted(INPUT_KEYS)}.")
+    return input_keys & INPUT_KEYS
 
 
 def _reference_key(expected: np.lib.npyio.NpzFile, key: str) -> str | None:

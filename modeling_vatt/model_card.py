@@ -144,6 +144,23 @@ def model_index_results(results: dict[str, float], dataset: str, task_type: str,
     return "\n".join(lines)
 
 
+SETTING_SOURCES = {
+    "checkpoint": "Read from the checkpoint (variable shapes)",
+    "original config": "From the original config (`--original_config`)",
+    "command line": "Given on the command line",
+    "assumed": "Assumed: not stored in the checkpoint, the released defaults",
+}
+
+
+def setting_sources(groups: dict[str, dict[str, Any]]) -> str:
+    """Markdown list of a converted model's settings by source (`{"checkpoint": {name: value}, "assumed": ...}`)."""
+    lines = ["Where each setting of the converted model came from:", ""]
+    for source, title in SETTING_SOURCES.items():
+        values = ", ".join(f"`{name}` = {value!r}" for name, value in groups.get(source, {}).items())
+        lines.append(f"- **{title}:** {values or 'none'}")
+    return "\n".join(lines)
+
+
 def render_model_card(template_path: str | os.PathLike | None = None, **fields: Any) -> str:
     """
     Fills the `{{name}}` placeholders of the template (default: the repository's `model_card.md`).
@@ -173,4 +190,4 @@ def render_model_card(template_path: str | os.PathLike | None = None, **fields: 
     return PLACEHOLDER.sub(lambda match: str(values[match[1]]), template)
 
 
-__all__ = ["render_model_card", "results_table", "markdown_table"]
+__all__ = ["render_model_card", "results_table", "markdown_table", "setting_sources"]
