@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> None:
         cache_dir=args.cache_dir,
     )
     elapsed = time.perf_counter() - began
-    window = index.metadata["window_patches"] * index.metadata["patch_size"] / index.metadata["sampling_rate"]
-    hop = index.metadata["hop_patches"] * index.metadata["patch_size"] / index.metadata["sampling_rate"]
+    window = index.metadata["window_length"] * index.metadata["patch_size"] / index.metadata["sampling_rate"]
+    hop = index.metadata["hop_length"] * index.metadata["patch_size"] / index.metadata["sampling_rate"]
     how = "reused the cached embeddings" if index.from_cache else f"embedded in {elapsed:.1f} s"
     print(
         f"{args.audio}: {format_timestamp(index.duration)}, {len(index)} windows of {window:.3f} s "

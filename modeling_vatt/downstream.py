@@ -234,7 +234,7 @@ def window_features(audio_model: nn.Module, input_values: torch.Tensor, audio_at
     if output.window_pooler_output is None:
         pooled = output.pooler_output
         return WindowFeatures(pooled.unsqueeze(1), pooled.new_ones(pooled.shape[0], 1))
-    return WindowFeatures(output.window_pooler_output, output.window_mask)
+    return WindowFeatures(output.window_pooler_output, output.window_weights)
 
 
 def extract_window_features(

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from .embedding_cache import cached_arrays, ensure_writable, file_fingerprint, hash_json, load_arrays, save_arrays
 from .embedding_cache import model_fingerprint as weights_fingerprint
 from .feature_extraction_vatt import _NORMALIZE_EPS, convert_blocks, resampled_length
-from .modeling_vatt import window_layout
+from .windowing_vatt import WindowLayout
 
 FORMAT_VERSION = 1
 BLOCK_FRAMES = 1 << 16
@@ -155,16 +155,18 @@ class LongAudioIndex:
     Windows follow the model's own windowing: `window_length` patches (default: the position table) with
     `window_overlap` patches of overlap, the recording zero-padded to whole patches and the last window padded and
     masked; each window is projected like `get_audio_features`. Build with [`LongAudioIndex.build`]; `embeddings`
-    `(windows, dim)`, `starts`/`ends` (seconds, ends clipped to the recording's duration) and `real_share` (the
-    model's `window_mask`) are numpy arrays; `metadata` records the model, the file fingerprint and the layout.
+    `(windows, dim)`, `starts`/`ends` (seconds, ends clipped to the recording's duration) and `window_weights` (each
+    window's real-content share, as the model's) are numpy arrays; `metadata` records the model, the file fingerprint
+    and the layout.
     """
 
     def __init__(
-        self, embeddings: np.ndarray, starts: np.ndarray, ends: np.ndarray, real_share: np.ndarray, metadata: dict
+        self, embeddings: np.ndarray, starts: np.ndarray, ends: np.ndarray, window_weights: np.ndarray, metadata: dict
     ):
-        self.embeddings, self.starts, self.ends, self.real_share = embeddings, starts, ends, real_share
+        self.embeddings, self.starts, self.ends, self.window_weights = embeddings, starts, ends, window_weights
         self.metadata = metadata
         self.from_cache = False
+        self.cache_path: Path | None = None
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -201,7 +203,8 @@ class LongAudioIndex:
                 window and `window - window_overlap`; a custom window (at most the model's) defaults to no overlap.
             batch_windows: windows encoded at once.
             cache_dir: reuse (or write) the index in this folder, keyed by the file's content, the model weights and
-                the layout; `index.from_cache` says whether it was reused. A corrupt cache file is rebuilt.
+                the layout; `index.from_cache` says whether it was reused and `index.cache_path` names the file. A
+                corrupt cache file is reported and rebuilt.
             progress: show a tqdm progress bar.
             model_fingerprint: `audio_fingerprint(model)`, when it is already known (building many indexes).
         """
@@ -238,34 +241,39 @@ class LongAudioIndex:
             "num_samples": num_samples,
             "do_normalize": do_normalize,
             "patch_size": config.patch_size,
-            "window_patches": window,
-            "hop_patches": hop,
+            "window_length": window,
+            "hop_length": hop,
         }
-        normalization = _normalization(source, target_rate) if do_normalize else None
 
         def compute() -> dict[str, np.ndarray]:
-            spans = window_layout(-(-num_samples // config.patch_size), window, window - hop).numpy()
+            normalization = _normalization(source, target_rate) if do_normalize else None
+            spans = WindowLayout(-(-num_samples // config.patch_size), window, window - hop).spans().numpy()
             spans = np.minimum(spans * config.patch_size, num_samples)
-            embeddings, real_share = _embed_windows(
+            embeddings, window_weights = _embed_windows(
                 model, source, metadata, spans, batch_windows, normalization, progress
             )
             times = spans.astype(np.float64) / target_rate
-            return {"embeddings": embeddings, "starts": times[:, 0], "ends": times[:, 1], "real_share": real_share}
+            return {
+                "embeddings": embeddings,
+                "starts": times[:, 0],
+                "ends": times[:, 1],
+                "window_weights": window_weights,
+            }
 
         if cache_dir is None:
             return cls(metadata=metadata, **compute())
-        keyed = {name: value for name, value in metadata.items() if name not in ("model_name", "audio")}
+        keyed = cache_key(metadata)
         stem = source.path.stem if source.path is not None else "array"
         path = cache_dir / f"{stem}.{hash_json(keyed)}.safetensors"
         arrays, stored, from_cache = cached_arrays(path, keyed, compute, metadata)
         index = cls(metadata=stored, **arrays)
-        index.from_cache = from_cache
+        index.from_cache, index.cache_path = from_cache, path
         return index
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the index to `path` (a `.safetensors` file) atomically, with a checksum of its arrays."""
         arrays = {"embeddings": self.embeddings, "starts": self.starts, "ends": self.ends}
-        return save_arrays(path, {**arrays, "real_share": self.real_share}, self.metadata)
+        return save_arrays(path, {**arrays, "window_weights": self.window_weights}, self.metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LongAudioIndex":
@@ -302,6 +310,11 @@ class LongAudioIndex:
             runs = window_runs(best.tolist(), scores[best].tolist(), merge_adjacent)
             results.append([Moment(float(self.starts[r[0]]), float(self.ends[r[-1]]), score, r) for r, score in runs])
         return results[0] if isinstance(query, str) else results
+
+
+def cache_key(metadata: dict) -> dict:
+    """What a cached index is keyed on: its metadata except the model's name and the audio's path."""
+    return {name: value for name, value in metadata.items() if name not in ("model_name", "audio")}
 
 
 def window_runs(
@@ -352,11 +365,11 @@ def embed_queries(model: torch.nn.Module, tokenizer: Callable, queries: list[str
 def _layout(config, sampling_rate: int, window_seconds: float | None, hop_seconds: float | None) -> tuple[int, int]:
     """Window and hop in patches, following the audio config unless overridden."""
     patch_seconds = config.patch_size / sampling_rate
-    window = config.window_patches if window_seconds is None else round(window_seconds / patch_seconds)
-    if not 1 <= window <= config.window_patches:
+    window = config.window_length if window_seconds is None else round(window_seconds / patch_seconds)
+    if not 1 <= window <= config.window_length:
         raise ValueError(
-            f"`window_seconds` must give 1 to {config.window_patches} patches (the model's window, "
-            f"{config.window_patches * patch_seconds:.3f} s); got {window} patches."
+            f"`window_seconds` must give 1 to {config.window_length} patches (the model's window, "
+            f"{config.window_length * patch_seconds:.3f} s); got {window} patches."
         )
     default_hop = window - config.window_overlap if window_seconds is None else window
     hop = default_hop if hop_seconds is None else round(hop_seconds / patch_seconds)
@@ -379,10 +392,10 @@ def _embed_windows(
     returns the normalised embeddings and the real-content share of each window.
     """
     patch_size, num_samples = metadata["patch_size"], metadata["num_samples"]
-    window_samples, num_windows = metadata["window_patches"] * patch_size, len(spans)
+    window_samples, num_windows = metadata["window_length"] * patch_size, len(spans)
 
     embeddings = np.empty((num_windows, model.config.projection_dim), dtype=np.float32)
-    real_share = np.empty(num_windows, dtype=np.float32)
+    window_weights = np.empty(num_windows, dtype=np.float32)
     batch = np.zeros((batch_windows, window_samples), dtype=np.float32)
     real = np.zeros(batch_windows, dtype=np.int64)  # real patches per window of the batch
     buffer, buffer_start, decoded, filled = np.zeros(0, dtype=np.float32), 0, 0, 0
@@ -392,13 +405,13 @@ def _embed_windows(
     def encode(count: int, first: int) -> None:
         values = torch.from_numpy(batch[:count]).to(model.device)
         mask = None
-        if (real[:count] < metadata["window_patches"]).any():
+        if (real[:count] < metadata["window_length"]).any():
             real_samples = torch.from_numpy(real[:count] * patch_size)
             mask = (torch.arange(window_samples) < real_samples[:, None]).long().to(model.device)
         with _inference(model):
             output = model.get_audio_features(input_values=values, audio_attention_mask=mask).pooler_output
         embeddings[first : first + count] = F.normalize(output.float(), dim=-1).cpu().numpy()
-        real_share[first : first + count] = real[:count] / metadata["window_patches"]
+        window_weights[first : first + count] = real[:count] / metadata["window_length"]
         bar.update(count)
 
     for window_index, (start, end) in enumerate(spans.tolist()):
@@ -422,7 +435,7 @@ def _embed_windows(
     decoded += sum(len(block) for block in blocks)  # let the resampler flush and the file close
     if decoded != num_samples:
         raise RuntimeError(f"{metadata['audio']}: decoded {decoded} samples, but expected {num_samples}.")
-    return embeddings, real_share
+    return embeddings, window_weights
 
 
 __all__ = ["LongAudioIndex", "Moment", "format_timestamp"]

@@ -64,24 +64,24 @@ def _whole_recording_windows(model, audio: np.ndarray) -> tuple[np.ndarray, np.n
     with torch.no_grad():
         output = model.get_audio_features(**inputs)
     embeddings = F.normalize(output.window_pooler_output[0], dim=-1).numpy()
-    return embeddings, output.window_mask[0].numpy(), output.window_spans
+    return embeddings, output.window_weights[0].numpy(), output.window_spans
 
 
 def test_streamed_index_equals_encoding_the_whole_recording_at_once(model, recording):
     index = LongAudioIndex.build(model, VattFeatureExtractor(), recording, batch_windows=7, progress=False)
     audio = load_audio(recording)  # mixed down and resampled to 48 kHz in one go
-    embeddings, real_share, spans = _whole_recording_windows(model, audio)
+    embeddings, window_weights, spans = _whole_recording_windows(model, audio)
 
     assert len(index) == len(embeddings) > 100
     np.testing.assert_allclose(index.embeddings, embeddings, atol=2e-5)
     np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
-    np.testing.assert_allclose(index.real_share, real_share, atol=1e-6)
+    np.testing.assert_allclose(index.window_weights, window_weights, atol=1e-6)
     np.testing.assert_allclose(index.starts, spans[:, 0].numpy() / RATE)
     np.testing.assert_allclose(index.ends, np.minimum(spans[:, 1].numpy(), len(audio)) / RATE)
     assert index.duration == pytest.approx(len(audio) / RATE)
     assert index.ends[-1] == pytest.approx(index.duration)
     assert index.metadata["audio_fingerprint"] and index.metadata["model_name"]
-    assert (index.metadata["window_patches"], index.metadata["hop_patches"]) == (50, 40)
+    assert (index.metadata["window_length"], index.metadata["hop_length"]) == (50, 40)
 
 
 def test_arrays_custom_windows_and_a_recording_shorter_than_one_window(model, recording):
@@ -113,7 +113,7 @@ def test_arrays_custom_windows_and_a_recording_shorter_than_one_window(model, re
     inputs = VattFeatureExtractor()(short, sampling_rate=RATE, return_tensors="pt")
     with torch.no_grad():
         expected = F.normalize(model.get_audio_features(**inputs).pooler_output, dim=-1).numpy()
-    assert len(index) == 1 and index.real_share[0] == pytest.approx(31 / 50)
+    assert len(index) == 1 and index.window_weights[0] == pytest.approx(31 / 50)
     np.testing.assert_allclose(index.embeddings, expected, atol=2e-5)
 
     # A model left in training mode is encoded in evaluation mode (no dropout, no DropToken), then left as it was.
@@ -147,7 +147,7 @@ def test_cache_round_trip_and_reuse_without_recomputation(model, recording, tmp_
     finally:
         hook.remove()
     assert reused.from_cache and not calls
-    for name in ("embeddings", "starts", "ends", "real_share"):
+    for name in ("embeddings", "starts", "ends", "window_weights"):
         np.testing.assert_array_equal(getattr(reused, name), getattr(built, name))
     assert reused.metadata == built.metadata
     assert [path.suffix for path in tmp_path.iterdir()] == [".safetensors"]  # the atomic write left no temporary file
