@@ -77,10 +77,8 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
         use_pre_projection: Linear + GELU after the patch embedding (modality-agnostic model).
         post_projection_size: if set, Linear + GELU to this width after the encoder (modality-agnostic model).
         sampling_rate: the rate the tower was trained at.
-        initializer_range: std of the truncated-normal initialiser of linear layers and tokens.
-        window_length: patches per window when encoding inputs longer than the position table (default: the table).
+        window_length: patches per window when encoding inputs longer than it (default: the position table).
         window_overlap: patches shared by consecutive windows.
-        windows_per_batch: windows encoded at once; bounds peak memory for any recording length.
         long_input_mode: `"window"` (default) or `"full"` (one attention over the whole input; needs interpolation).
         classifier_head: head of [`VattForAudioClassification`]: `"linear"` (a plain Linear, default) or
             `"original"` (the original fine-tuning head: dropout, then a Linear whose bias starts at
@@ -127,10 +125,8 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
     use_pre_projection: bool = False
     post_projection_size: int | None = None
     sampling_rate: int = 48000
-    initializer_range: float = 0.02
     window_length: int | None = None
     window_overlap: int = 0
-    windows_per_batch: int = 16
     long_input_mode: str = "window"
     classifier_head: str = "linear"
     classifier_dropout: float = 0.0
@@ -145,20 +141,18 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
         _check_choice("window_logits_aggregation", self.window_logits_aggregation, ("mean", "max"))
         if not 0.0 <= self.drop_token_rate < 1.0:
             raise ValueError(f"`drop_token_rate` must be in [0, 1), got {self.drop_token_rate}.")
-        if self.window_length is not None and not 0 < self.window_length <= self.max_position_embeddings:
+        if self.window_length is None:
+            self.window_length = self.max_position_embeddings
+        if not 0 < self.window_length <= self.max_position_embeddings:
             raise ValueError("`window_length` must be in [1, max_position_embeddings].")
-        if not 0 <= self.window_overlap < (self.window_length or self.max_position_embeddings):
-            raise ValueError("`window_overlap` must be smaller than the window length.")
+        if not 0 <= self.window_overlap < self.window_length:
+            raise ValueError("`window_overlap` must be smaller than `window_length`.")
         super().__post_init__(**kwargs)
 
     @property
     def output_size(self) -> int:
         """Width of `pooler_output` / `last_hidden_state`."""
         return self.post_projection_size or self.hidden_size
-
-    @property
-    def window_patches(self) -> int:
-        return self.window_length or self.max_position_embeddings
 
 
 @strict
@@ -180,9 +174,9 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
         position_interpolation, position_interpolation_length: as in [`VattAudioConfig`] (`"absolute"` only).
         trainable_word_embeddings: train the word table (frozen in the original).
         post_projection_size: Linear + GELU to this width after the encoder (modality-agnostic model).
-        window_length: tokens per window for transcripts longer than this (None: never window).
+        window_length: tokens per window for transcripts longer than this. `None` (default) never windows the
+            relative tower; the absolute tower without interpolation windows at its position table's length.
         window_overlap: tokens shared by consecutive windows.
-        windows_per_batch: windows encoded at once.
     """
 
     model_type = "vatt_text_model"
@@ -231,10 +225,8 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
     trainable_word_embeddings: bool = False
     post_projection_size: int | None = None
     pad_token_id: int | None = 0
-    initializer_range: float = 0.02
     window_length: int | None = None
     window_overlap: int = 0
-    windows_per_batch: int = 16
 
     def __post_init__(self, **kwargs):
         _check_choice("position_embedding_type", self.position_embedding_type, ("relative", "absolute"))
@@ -242,6 +234,12 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
         _check_choice("position_interpolation_length", self.position_interpolation_length, INTERPOLATION_LENGTHS)
         if self.pad_token_id != 0:
             raise ValueError("VATT masks text with `input_ids != 0`: `pad_token_id` must be 0.")
+        if (
+            self.window_length is None
+            and self.position_embedding_type == "absolute"
+            and self.position_interpolation == "none"
+        ):
+            self.window_length = self.max_position_embeddings
         if self.window_length is not None and not 0 <= self.window_overlap < self.window_length:
             raise ValueError("`window_overlap` must be smaller than `window_length`.")
         super().__post_init__(**kwargs)
@@ -294,6 +292,37 @@ class VattConfig(_PresetMixin, PreTrainedConfig):
             "text_config": VattTextConfig.PRESETS["tiny"],
             "projection_dim": 32,
         },
+        # Trains in minutes on two CPU cores: 8 kHz audio, so a 128-sample patch is 16 ms (a speech frame) and a
+        # 2-second window fits the 125-row position table; log-spectrum patch features with a GELU pre-projection;
+        # no DropToken (at this budget dropping frames costs more than it saves); a frozen word table (filled with
+        # character n-gram vectors by the pretraining script); transcripts encoded in 8-word windows, as the audio is.
+        "cpu": {
+            "audio_config": {
+                **VattAudioConfig.PRESETS["small"],
+                "hidden_size": 128,
+                "num_hidden_layers": 3,
+                "num_attention_heads": 4,
+                "head_dim": 32,
+                "intermediate_size": 512,
+                "max_position_embeddings": 125,
+                "sampling_rate": 8000,
+                "patch_features": "log_spectrum",
+                "drop_token_rate": 0.0,
+                "use_pre_projection": True,
+            },
+            "text_config": {
+                **VattTextConfig.PRESETS["small"],
+                "embedding_size": 128,
+                "hidden_size": 128,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 4,
+                "head_dim": 32,
+                "intermediate_size": 512,
+                "trainable_word_embeddings": False,
+                "window_length": 8,
+            },
+            "projection_dim": 128,
+        },
         **{
             f"ut_{size}": {
                 "modality_agnostic": True,
@@ -314,7 +343,6 @@ class VattConfig(_PresetMixin, PreTrainedConfig):
     logit_scale_init_value: float = math.log(1 / 0.07)
     learnable_logit_scale: bool = False
     loss_type: str = "nce"
-    initializer_factor: float = 1.0
 
     def __post_init__(self, **kwargs):
         _check_choice("projection_type", self.projection_type, ("linear", "bridge"))

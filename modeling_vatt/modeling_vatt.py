@@ -25,16 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 from transformers.activations import ACT2FN
-from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutput, BaseModelOutputWithPooling
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, PreTrainedModel
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface, PreTrainedModel
 from transformers.processing_utils import Unpack
 from transformers.utils import ModelOutput, TransformersKwargs, can_return_tuple
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
+from .windowing_vatt import WindowLayout, encode_in_windows, pool_windows
 
 # Added to spectral magnitudes before the log so that silent (or zero-padded) patches stay finite.
 LOG_SPECTRUM_FLOOR = 1e-3
@@ -54,28 +54,28 @@ class VattEncoderOutput(BaseModelOutputWithPooling):
         per-patch features after the recording-level pooled output, and is `None` unless
         `return_window_features=True`.
     pooler_output (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
-        The AGG token output; for windowed inputs the mean of the windows' AGG outputs weighted by their real content.
-    attention_mask (`torch.BoolTensor` of shape `(batch_size, 1 + sequence_length)`, *optional*):
-        Which positions of `last_hidden_state` are real (not padding). `None` when nothing is padded.
+        The AGG token output; for windowed inputs the mean of the windows' AGG outputs weighted by `window_weights`.
+    attention_mask (`torch.BoolTensor` of shape `(batch_size, 1 + sequence_length)`):
+        Which positions of `last_hidden_state` are real (not padding); all `True` for an unpadded batch.
     window_pooler_output (`torch.FloatTensor` of shape `(batch_size, num_windows, hidden_size)`, *optional*):
         Per-window AGG outputs (windowed inputs only).
     window_spans (`torch.LongTensor` of shape `(num_windows, 2)`, *optional*):
         Start and end (exclusive) of each window, in samples (audio) or tokens (text).
-    window_mask (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
-        Share of real content in each window (0 for windows that lie entirely in padding).
+    window_weights (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
+        Share of each window that holds real content (0 for windows that lie entirely in padding).
     """
 
     attention_mask: torch.Tensor | None = None
     window_pooler_output: torch.FloatTensor | None = None
     window_spans: torch.LongTensor | None = None
-    window_mask: torch.FloatTensor | None = None
+    window_weights: torch.FloatTensor | None = None
 
 
 @dataclass
 class VattContrastiveOutput(ModelOutput):
     r"""
     loss (`torch.FloatTensor` of shape `(1,)`, *optional*, returned when `return_loss=True`):
-        Contrastive loss (NCE, or MIL-NCE when several texts belong to each clip).
+        Contrastive loss of this batch (NCE, or MIL-NCE when several texts belong to each clip).
     logits_per_audio (`torch.FloatTensor` of shape `(audio_batch_size, text_batch_size)`):
         Scaled cosine similarities between audio and text embeddings.
     logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, audio_batch_size)`):
@@ -100,49 +100,61 @@ class VattContrastiveOutput(ModelOutput):
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
 
 
+def reads_for_free(tensor: torch.Tensor) -> bool:
+    """
+    Whether a data-dependent check of `tensor` costs nothing: it lives on the CPU and nothing is being compiled. Checks
+    that would make an accelerator wait for the host, or break a compiled graph, run only then; the feature extractor,
+    tokenizer and processor validate inputs everywhere.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Learned position tables and their resampling
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=32)
-def polyharmonic_spline_matrix(num_rows: int, length: int) -> np.ndarray:
+def polyharmonic_spline_coefficients(num_rows: int) -> np.ndarray:
     """
-    `(length, num_rows)` float64 matrix that resamples a `num_rows`-row table to `length` rows exactly as the original
-    VATT does (order-3 polyharmonic spline with an affine term, knots `i / num_rows`, queries `j / length`), but solved
-    in float64 instead of the original's ill-conditioned float32.
+    `(num_rows + 2, num_rows)` float64 map from a `num_rows`-row table to the weights of the original VATT's
+    resampling spline (order 3 with an affine term, knots `i / num_rows`), solved in float64 instead of the original's
+    ill-conditioned float32. Evaluate it with [`spline_basis`].
     """
     knots = np.arange(num_rows, dtype=np.float64) / num_rows
-    queries = np.arange(length, dtype=np.float64) / length
-
-    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        return np.maximum((a[:, None] - b[None, :]) ** 2, 1e-10) ** 1.5
-
     affine = np.stack([knots, np.ones_like(knots)], axis=1)
     system = np.zeros((num_rows + 2, num_rows + 2))
-    system[:num_rows, :num_rows] = kernel(knots, knots)
+    system[:num_rows, :num_rows] = np.maximum((knots[:, None] - knots[None, :]) ** 2, 1e-10) ** 1.5
     system[:num_rows, num_rows:] = affine
     system[num_rows:, :num_rows] = affine.T
-    # Coefficients [w; v] = system^-1 [table; 0], so only the first num_rows columns of the inverse matter.
-    coefficients = np.linalg.solve(system, np.eye(num_rows + 2)[:, :num_rows])
-    evaluation = np.concatenate([kernel(queries, knots), queries[:, None], np.ones((length, 1))], axis=1)
-    return evaluation @ coefficients
+    # Weights [w; v] = system^-1 [table; 0], so only the first num_rows columns of the inverse matter.
+    return np.linalg.solve(system, np.eye(num_rows + 2)[:, :num_rows])
 
 
-def resample_table(weight: torch.Tensor, length: int, mode: str) -> torch.Tensor:
-    """Resample a `(rows, hidden)` table to `length` rows over the fractional grid `j / length` (spline or linear)."""
-    num_rows = weight.shape[0]
-    if length == num_rows:
-        return weight
+def spline_basis(queries: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """`(..., num_rows + 2)` spline basis (kernel to every knot, then the affine terms) at float64 `queries`."""
+    knots = torch.arange(num_rows, dtype=torch.float64, device=queries.device) / num_rows
+    kernel = ((queries.unsqueeze(-1) - knots) ** 2).clamp(min=1e-10) ** 1.5
+    return torch.cat([kernel, queries.unsqueeze(-1), torch.ones_like(queries).unsqueeze(-1)], dim=-1)
+
+
+def resampling_matrix(num_rows: int, length: int, targets: torch.Tensor, mode: str) -> torch.Tensor:
+    """
+    `(batch, length, num_rows)` float64 matrices that resample a `num_rows`-row table to each item's `targets` rows
+    over the fractional grid `j / target` (`"spline"` or `"linear"`); rows at or past an item's target are 0.
+    """
+    steps = torch.arange(length, dtype=torch.float64, device=targets.device)
+    targets = targets.to(torch.float64).clamp(min=1).unsqueeze(-1)
     if mode == "spline":
-        matrix = torch.from_numpy(polyharmonic_spline_matrix(num_rows, length)).to(weight.device)
-        return (matrix @ weight.double()).to(weight.dtype)
-    coordinates = torch.arange(length, device=weight.device, dtype=torch.float64) * num_rows / length
-    coordinates = coordinates.clamp(max=num_rows - 1)
-    lower = coordinates.floor().long()
-    upper = (lower + 1).clamp(max=num_rows - 1)
-    fraction = (coordinates - lower).to(weight.dtype).unsqueeze(-1)
-    return torch.lerp(weight[lower], weight[upper], fraction)
+        coefficients = torch.from_numpy(polyharmonic_spline_coefficients(num_rows)).to(targets.device)
+        matrix = spline_basis(steps / targets, num_rows) @ coefficients
+    else:
+        coordinates = (steps * num_rows / targets).clamp(max=num_rows - 1)
+        lower = coordinates.floor().long()
+        fraction = (coordinates - lower).unsqueeze(-1)
+        upper = (lower + 1).clamp(max=num_rows - 1)
+        matrix = F.one_hot(lower, num_rows) * (1 - fraction) + F.one_hot(upper, num_rows) * fraction
+    return matrix * (steps < targets).unsqueeze(-1)
 
 
 def learned_position_embeddings(
@@ -156,12 +168,12 @@ def learned_position_embeddings(
     Position embeddings `LayerNorm(rows)` for `length` tokens, shape `(1 or batch, length, hidden)`.
 
     With `position_interpolation="none"` row `i` is token `i`. Otherwise the whole table is resampled to the token
-    count when it differs from the table size: to each item's unpadded length (`valid_lengths`) or, with
-    `position_interpolation_length="padded"`, to the padded `length` as the original code did.
+    count: to each item's unpadded length (`valid_lengths`) or, with `position_interpolation_length="padded"` (or
+    without padding), to the padded `length` as the original code did; at the table's own length that is the table.
     """
     num_rows = table.num_embeddings
     mode = config.position_interpolation
-    if mode == "none" or (length == num_rows and (valid_lengths is None or bool((valid_lengths == length).all()))):
+    if mode == "none":
         if length > num_rows:
             raise ValueError(
                 f"{length} positions exceed the {num_rows}-row position table; use windowed encoding or a "
@@ -169,13 +181,11 @@ def learned_position_embeddings(
             )
         return layernorm(table.weight[:length]).unsqueeze(0)
     if valid_lengths is None or config.position_interpolation_length == "padded":
-        targets, inverse = [length], None
-    else:
-        unique, inverse = torch.unique(valid_lengths, return_inverse=True)
-        targets = unique.tolist()
-    rows = [F.pad(resample_table(table.weight, target, mode), (0, 0, 0, length - target)) for target in targets]
-    positions = layernorm(torch.stack(rows))
-    return positions if inverse is None else positions[inverse]
+        if length == num_rows:
+            return layernorm(table.weight).unsqueeze(0)
+        valid_lengths = torch.full((1,), length, device=table.weight.device)
+    matrix = resampling_matrix(num_rows, length, valid_lengths, mode)
+    return layernorm((matrix @ table.weight.double()).to(table.weight.dtype))
 
 
 def drop_tokens(
@@ -196,9 +206,10 @@ def drop_tokens(
     return embeddings, None if mask is None else mask.gather(1, kept)
 
 
-def _prepend_agg_token(
+def prepend_agg_token(
     embeddings: torch.Tensor, agg_token: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Put the AGG token in front of every item; it is always real."""
     agg = agg_token.to(embeddings.dtype).expand(embeddings.shape[0], 1, -1)
     embeddings = torch.cat([agg, embeddings], dim=1)
     if mask is not None:
@@ -263,42 +274,269 @@ class VattAudioEmbeddings(nn.Module):
         embeddings = self.dropout(embeddings + positions)
         if self.training and self.config.drop_token_rate > 0:
             embeddings, patch_mask = drop_tokens(embeddings, patch_mask, self.config.drop_token_rate)
-        return _prepend_agg_token(embeddings, self.agg_token, patch_mask)
+        return prepend_agg_token(embeddings, self.agg_token, patch_mask)
 
 
 class VattTextEmbeddings(nn.Module):
     """
-    Word table lookup (frozen unless `trainable_word_embeddings`), then either the T5-style path (AGG token in
-    embedding space, bias-free GELU pre-projection) or the absolute path (GELU pre-projection with bias, LayerNorm'ed
-    positions, AGG token in model space).
+    Text path of the modality-agnostic model: word table lookup (frozen unless `trainable_word_embeddings`), GELU
+    pre-projection, LayerNorm'ed learned positions, then the AGG token in model space.
     """
 
     def __init__(self, config: VattTextConfig):
         super().__init__()
         self.config = config
-        self.relative = config.position_embedding_type == "relative"
         self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
         self.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
-        self.pre_projection = nn.Linear(config.embedding_size, config.hidden_size, bias=not self.relative)
-        if self.relative:
-            self.agg_token = nn.Parameter(torch.zeros(config.embedding_size))
-        else:
-            self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-            self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-            self.agg_token = nn.Parameter(torch.zeros(config.hidden_size))
+        self.pre_projection = nn.Linear(config.embedding_size, config.hidden_size)
+        self.position_embedding = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.position_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.agg_token = nn.Parameter(torch.zeros(config.hidden_size))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        words = self.word_embeddings(input_ids)
-        if self.relative:
-            words, mask = _prepend_agg_token(words, self.agg_token, mask)
-            return self.dropout(F.gelu(self.pre_projection(words))), mask
-        embeddings = F.gelu(self.pre_projection(words))
+        embeddings = F.gelu(self.pre_projection(self.word_embeddings(input_ids)))
         positions = learned_position_embeddings(
             self.position_embedding, self.position_layernorm, self.config, input_ids.shape[1], mask.sum(1)
         )
         embeddings = self.dropout(embeddings + positions)
-        return _prepend_agg_token(embeddings, self.agg_token, mask)
+        return prepend_agg_token(embeddings, self.agg_token, mask)
+
+
+class VattT5TextEmbeddings(nn.Module):
+    """
+    Text path of the original T5-style tower: word table lookup (frozen unless `trainable_word_embeddings`), the AGG
+    token in word-embedding space, then a bias-free GELU pre-projection. Positions enter through the relative bias.
+    """
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__()
+        self.config = config
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_size)
+        self.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
+        self.pre_projection = nn.Linear(config.embedding_size, config.hidden_size, bias=False)
+        self.agg_token = nn.Parameter(torch.zeros(config.embedding_size))
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        words, mask = prepend_agg_token(self.word_embeddings(input_ids), self.agg_token, mask)
+        return self.dropout(F.gelu(self.pre_projection(words))), mask
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Relative position bias (original text tower)
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def relative_position_bucket(offsets: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
+    """T5 bidirectional bucket of each `key - query` offset: exact below `num_buckets / 4`, log-spaced above."""
+    half = num_buckets // 2
+    buckets = (offsets > 0).long() * half
+    distance = offsets.abs()
+    max_exact = half // 2
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
+    return buckets + torch.where(distance < max_exact, distance, large)
+
+
+class VattRelativePositionBias(nn.Module):
+    """
+    T5's bucketed bidirectional relative position bias: one `(num_buckets, heads)` table shared by every layer.
+
+    `forward(length)` returns the bias of every `key - query` offset, `(heads, 2 * length - 1)` for offsets
+    `1 - length ... length - 1`, which is all attention needs (O(length) values). The attention functions lay it out:
+    [`dense`] as the `(1, heads, length, length)` bias eager attention adds to its scores, [`reversed_key_view`] as
+    the same bias for the keys taken in reverse order, a Hankel matrix (entry `(q, j)` depends on `q + j` only) that
+    is a strided view of the offsets and that SDPA reads in place.
+    """
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__()
+        self.num_buckets = config.relative_attention_num_buckets
+        self.max_distance = config.relative_attention_max_distance
+        self.weight = nn.Parameter(torch.zeros(config.relative_attention_num_buckets, config.num_attention_heads))
+
+    def forward(self, length: int, dtype: torch.dtype) -> torch.Tensor:
+        offsets = torch.arange(1 - length, length, device=self.weight.device)
+        buckets = relative_position_bucket(offsets, self.num_buckets, self.max_distance)
+        # Contiguous per head, so that the layouts below read each head's offsets sequentially.
+        return F.embedding(buckets, self.weight).to(dtype).T.contiguous()
+
+    @staticmethod
+    def dense(per_offset: torch.Tensor) -> torch.Tensor:
+        """`(1, heads, length, length)` bias: row `q` holds offsets `-q ... length - 1 - q` (an unfolded view)."""
+        length = (per_offset.shape[1] + 1) // 2
+        return per_offset.unfold(1, length, 1).flip(1).unsqueeze(0)
+
+    @staticmethod
+    def reversed_key_view(per_offset: torch.Tensor) -> torch.Tensor:
+        """`(1, heads, length, length)` bias for keys in reverse order: column `j` is key `length - 1 - j`."""
+        length = (per_offset.shape[1] + 1) // 2
+        # Entry (q, j) holds offset (length - 1 - j) - q, which is index q + j of the reversed offsets.
+        reversed_offsets = per_offset.flip(1).contiguous()
+        return reversed_offsets.as_strided(
+            (1, per_offset.shape[0], length, length), (0, reversed_offsets.stride(0), 1, 1)
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Attention
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def eager_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Plain attention math. `attention_mask` is boolean (broadcastable to the scores, `True` = attend) or additive;
+    `position_bias` is the per-offset relative bias of [`VattRelativePositionBias`] (keys in their own order).
+    """
+    scores = torch.matmul(query, key.transpose(-1, -2))
+    if scaling != 1.0:
+        scores = scores * scaling
+    if position_bias is not None:
+        scores = scores + VattRelativePositionBias.dense(position_bias)
+    return _masked_softmax_attention(module, scores, value, attention_mask, dropout)
+
+
+def _masked_softmax_attention(
+    module: nn.Module, scores: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if attention_mask is not None and attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+    elif attention_mask is not None:
+        scores = scores + attention_mask
+    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
+    weights = F.dropout(weights, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+
+
+def sdpa_relative_bias_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """
+    SDPA with the relative bias of [`VattRelativePositionBias`] as its additive mask, in O(length) memory: the keys
+    (and values, and the boolean key mask `(batch, 1, 1, length)`) are taken in reverse order, so the bias is the
+    strided [`VattRelativePositionBias.reversed_key_view`] of the offsets, read in place.
+
+    A bias that needs a gradient (training) gets plain attention math on the same layout: SDPA's fused CPU kernels
+    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score.
+    Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
+    padded), so one strided bias serves the whole batch on the fused kernel.
+    """
+    key, value = key.flip(2), value.flip(2)
+    attention_mask = None if attention_mask is None else attention_mask.flip(-1)
+    bias = VattRelativePositionBias.reversed_key_view(position_bias)
+    if position_bias.requires_grad and torch.is_grad_enabled():
+        scores = torch.matmul(query, key.transpose(-1, -2)) * scaling + bias
+        output, _ = _masked_softmax_attention(module, scores, value, attention_mask, dropout)
+        return output, None
+    head_dim = value.shape[-1]
+    if attention_mask is not None:
+        padded = torch.zeros_like(key[..., :1]).masked_fill(
+            ~attention_mask.transpose(-1, -2), torch.finfo(key.dtype).min / 4
+        )
+        query, key, value = F.pad(query, (0, 1), value=1.0), torch.cat([key, padded], -1), F.pad(value, (0, 1))
+    output = F.scaled_dot_product_attention(query, key, value, attn_mask=bias, dropout_p=dropout, scale=scaling)
+    return output[..., :head_dim].transpose(1, 2).contiguous(), None
+
+
+# Attention functions that take the relative bias: SDPA gets its own in-place layout; eager is the default.
+RELATIVE_BIAS_ATTENTION_FUNCTIONS = AttentionInterface()
+RELATIVE_BIAS_ATTENTION_FUNCTIONS["sdpa"] = sdpa_relative_bias_attention_forward
+
+
+class VattAttention(nn.Module):
+    """Multi-head self-attention with biased projections and `1 / sqrt(head_dim)` scaling (WaT, modality-agnostic)."""
+
+    projection_bias = True
+
+    def __init__(self, config: VattAudioConfig | VattTextConfig):
+        super().__init__()
+        self.config = config
+        self.head_dim = config.head_dim
+        self.scaling = config.head_dim**-0.5
+        self.dropout = config.attention_dropout
+        self.is_causal = False
+        inner_size = config.num_attention_heads * config.head_dim
+        self.q_proj = nn.Linear(config.hidden_size, inner_size, bias=self.projection_bias)
+        self.k_proj = nn.Linear(config.hidden_size, inner_size, bias=self.projection_bias)
+        self.v_proj = nn.Linear(config.hidden_size, inner_size, bias=self.projection_bias)
+        self.out_proj = nn.Linear(inner_size, config.hidden_size, bias=self.projection_bias)
+
+    def attend(
+        self, attention_interface: Callable, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None, **kwargs
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Project, run `attention_interface` over the heads and project back."""
+        input_shape = hidden_states.shape[:-1]
+        hidden_shape = (*input_shape, -1, self.head_dim)
+        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            is_causal=False,
+            scaling=self.scaling,
+            dropout=0.0 if not self.training else self.dropout,
+            **kwargs,
+        )
+        return self.out_proj(attn_output.reshape(*input_shape, -1)), attn_weights
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        return self.attend(attention_interface, hidden_states, attention_mask, **kwargs)
+
+
+class VattT5Attention(VattAttention):
+    """
+    Attention of the original T5-style text tower: bias-free projections, no `1 / sqrt(head_dim)` scaling, and the
+    shared relative position bias added to the scores.
+    """
+
+    projection_bias = False
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__(config)
+        self.scaling = 1.0
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        attention_interface = RELATIVE_BIAS_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, eager_attention_forward
+        )
+        return self.attend(attention_interface, hidden_states, attention_mask, position_bias=position_bias, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -319,134 +557,9 @@ class VattRMSNorm(nn.Module):
         return self.weight * normed.to(self.weight.dtype)
 
 
-def eager_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    position_bias: torch.Tensor | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    scores = torch.matmul(query, key.transpose(-1, -2))
-    if scaling != 1.0:
-        scores = scores * scaling
-    if position_bias is not None:
-        scores = scores + position_bias
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    weights = F.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = F.dropout(weights, p=dropout, training=module.training)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
-
-
-def sdpa_position_bias_attention_forward(
-    module: nn.Module,
-    query: torch.Tensor,
-    key: torch.Tensor,
-    value: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    scaling: float,
-    dropout: float = 0.0,
-    position_bias: torch.Tensor | None = None,
-    **kwargs,
-) -> tuple[torch.Tensor, None]:
-    """
-    SDPA with the relative position bias as its additive mask, read in place. transformers' SDPA wrapper makes the
-    mask contiguous, which would expand the strided bias of [`VattEncoder.position_bias`] to `heads * length**2`
-    values in every layer. `attention_mask` is a boolean key mask `(batch, 1, 1, length)` or None.
-
-    A bias that needs a gradient (training) gets plain attention math: SDPA's fused CPU kernels return no gradient for
-    an additive mask, and its fallback math path adds a fully-masked-row check over every score. Otherwise padding
-    becomes one extra head dimension (queries 1, values 0, keys a huge negative number where padded), so one strided
-    bias still serves the whole batch.
-    """
-    if position_bias.requires_grad and torch.is_grad_enabled():
-        output, _ = eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
-        return output, None
-    head_dim = value.shape[-1]
-    if attention_mask is not None:
-        padded = torch.zeros_like(key[..., :1]).masked_fill(
-            ~attention_mask.transpose(-1, -2), torch.finfo(key.dtype).min / 4
-        )
-        query, key, value = F.pad(query, (0, 1), value=1.0), torch.cat([key, padded], -1), F.pad(value, (0, 1))
-    output = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=position_bias, dropout_p=dropout, scale=scaling
-    )
-    return output[..., :head_dim].transpose(1, 2).contiguous(), None
-
-
-class VattAttention(nn.Module):
-    """Multi-head self-attention; T5 style (relative text tower): no biases and no `1/sqrt(d)` scaling."""
-
-    def __init__(self, config: VattAudioConfig | VattTextConfig):
-        super().__init__()
-        self.config = config
-        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
-        self.head_dim = config.head_dim
-        self.scaling = 1.0 if t5_style else config.head_dim**-0.5
-        self.dropout = config.attention_dropout
-        self.is_causal = False
-        inner_size = config.num_attention_heads * config.head_dim
-        self.q_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
-        self.k_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
-        self.v_proj = nn.Linear(config.hidden_size, inner_size, bias=not t5_style)
-        self.out_proj = nn.Linear(inner_size, config.hidden_size, bias=not t5_style)
-        if t5_style:
-            # T5's initialiser for unscaled attention: query-key logits start with unit variance (Glorot kernels
-            # would give them a variance of `head_dim`, i.e. near one-hot attention that barely passes gradients).
-            self.q_proj.init_std = (config.hidden_size * config.head_dim) ** -0.5
-            self.k_proj.init_std = self.v_proj.init_std = config.hidden_size**-0.5
-            self.out_proj.init_std = inner_size**-0.5
-
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        position_bias: torch.Tensor | None = None,
-        **kwargs: Unpack[TransformersKwargs],
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        input_shape = hidden_states.shape[:-1]
-        hidden_shape = (*input_shape, -1, self.head_dim)
-        query = self.q_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        key = self.k_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-        value = self.v_proj(hidden_states).view(hidden_shape).transpose(1, 2)
-
-        attention_interface: Callable
-        if position_bias is not None and self.config._attn_implementation == "sdpa":
-            # The encoder laid the bias out for the keys in reverse order (see `VattEncoder.reads_strided_bias`).
-            key, value = key.flip(2), value.flip(2)
-            attention_interface = sdpa_position_bias_attention_forward
-        else:
-            attention_interface = ALL_ATTENTION_FUNCTIONS.get_interface(
-                self.config._attn_implementation, eager_attention_forward
-            )
-        extra = {} if position_bias is None else {"position_bias": position_bias}
-        attn_output, attn_weights = attention_interface(
-            self,
-            query,
-            key,
-            value,
-            attention_mask,
-            is_causal=False,
-            scaling=self.scaling,
-            dropout=0.0 if not self.training else self.dropout,
-            **extra,
-        )
-        attn_output = self.out_proj(attn_output.reshape(*input_shape, -1).contiguous())
-        return attn_output, attn_weights
-
-
 class VattMLP(nn.Module):
-    def __init__(self, config: VattAudioConfig | VattTextConfig):
+    def __init__(self, config: VattAudioConfig | VattTextConfig, bias: bool = True):
         super().__init__()
-        bias = getattr(config, "position_embedding_type", "absolute") != "relative"
         self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
         self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
         self.activation_fn = ACT2FN[config.hidden_act]
@@ -457,108 +570,52 @@ class VattMLP(nn.Module):
 
 
 class VattEncoderLayer(GradientCheckpointingLayer):
-    """Pre-norm layer. The T5-style text layer normalises attention inputs with RMSNorm, the MLP input with LayerNorm."""
+    """Pre-norm transformer layer: LayerNorm -> attention -> residual, LayerNorm -> MLP -> residual."""
+
+    attention_class: type[VattAttention] = VattAttention
+    attention_norm_class: type[nn.Module] = nn.LayerNorm
+    mlp_bias = True
 
     def __init__(self, config: VattAudioConfig | VattTextConfig):
         super().__init__()
-        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
-        norm = VattRMSNorm if t5_style else nn.LayerNorm
-        self.layer_norm1 = norm(config.hidden_size, eps=config.layer_norm_eps)
-        self.self_attn = VattAttention(config)
+        self.layer_norm1 = self.attention_norm_class(config.hidden_size, eps=config.layer_norm_eps)
+        self.self_attn = self.attention_class(config)
         self.layer_norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mlp = VattMLP(config)
+        self.mlp = VattMLP(config, bias=self.mlp_bias)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
-        position_bias: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
-        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, position_bias, **kwargs)
+        attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
 
 
-def relative_position_buckets(length: int, num_buckets: int, max_distance: int, device: torch.device) -> torch.Tensor:
-    """T5 bidirectional buckets of `key - query` offsets, shape `(length, length)`."""
-    positions = torch.arange(length, device=device)
-    return offset_buckets(positions[None, :] - positions[:, None], num_buckets, max_distance)
+class VattT5EncoderLayer(VattEncoderLayer):
+    """Layer of the original text tower: RMSNorm before the T5-style attention, LayerNorm before a bias-free MLP."""
 
-
-def offset_buckets(relative: torch.Tensor, num_buckets: int, max_distance: int) -> torch.Tensor:
-    """T5 bidirectional bucket of each `key - query` offset: exact below `num_buckets / 4`, log-spaced above."""
-    half = num_buckets // 2
-    buckets = (relative > 0).long() * half
-    distance = relative.abs()
-    max_exact = half // 2
-    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
-    large = (max_exact + (log_ratio * (half - max_exact)).long()).clamp(max=half - 1)
-    return buckets + torch.where(distance < max_exact, distance, large)
+    attention_class = VattT5Attention
+    attention_norm_class = VattRMSNorm
+    mlp_bias = False
 
 
 class VattEncoder(nn.Module):
-    """Stack of [`VattEncoderLayer`] and the final norm; owns the shared relative position bias of the T5-style tower."""
+    """Stack of [`VattEncoderLayer`] and the final LayerNorm (WaT and the modality-agnostic encoder)."""
+
+    layer_class: type[VattEncoderLayer] = VattEncoderLayer
+    final_norm_class: type[nn.Module] = nn.LayerNorm
 
     def __init__(self, config: VattAudioConfig | VattTextConfig):
         super().__init__()
         self.config = config
-        t5_style = getattr(config, "position_embedding_type", "absolute") == "relative"
-        self.relative_attention_bias = None
-        if t5_style:
-            self.relative_attention_bias = nn.Embedding(
-                config.relative_attention_num_buckets, config.num_attention_heads
-            )
-            self.relative_attention_bias.init_std = config.hidden_size**-0.5
-        self.layers = nn.ModuleList([VattEncoderLayer(config) for _ in range(config.num_hidden_layers)])
-        self.final_layer_norm = (VattRMSNorm if t5_style else nn.LayerNorm)(
-            config.hidden_size, eps=config.layer_norm_eps
-        )
+        self.layers = nn.ModuleList([self.layer_class(config) for _ in range(config.num_hidden_layers)])
+        self.final_layer_norm = self.final_norm_class(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.gradient_checkpointing = False
-        # Without autograd, the bias of the last length is kept and reused while the table is unchanged: building
-        # it costs as much as one attention layer at 2,048 tokens (mostly first-touch page faults of a fresh buffer).
-        self._inference_bias: tuple[tuple, torch.Tensor] | None = None
-
-    @property
-    def reads_strided_bias(self) -> bool:
-        """
-        Whether attention reads the relative bias as a strided view (SDPA): [`VattAttention`] then takes the keys in
-        reverse order, and padding stays a key mask.
-        """
-        return self.relative_attention_bias is not None and self.config._attn_implementation == "sdpa"
-
-    def position_bias(self, length: int, dtype: torch.dtype, reversed_keys: bool = False) -> torch.Tensor:
-        """
-        `(1, heads, length, length)` relative bias shared by every layer, built from its `2 * length - 1` offsets.
-
-        With `reversed_keys`, column `j` belongs to key `length - 1 - j`. The bias is then a Hankel matrix (entry
-        `(q, j)` depends on `q + j` only), which is a strided view of the offsets: O(length) memory that SDPA reads in
-        place, instead of a `heads * length**2` tensor.
-        """
-        table = self.relative_attention_bias.weight
-        # Inference tensors (a model built under `torch.inference_mode`) keep no version counter to key the reuse on.
-        reusable = not (torch.is_grad_enabled() or torch.compiler.is_compiling() or table.is_inference())
-        key = (length, dtype, reversed_keys, table.device, table.data_ptr(), table._version) if reusable else None
-        if key is not None and self._inference_bias is not None and self._inference_bias[0] == key:
-            return self._inference_bias[1]
-        offsets = torch.arange(1 - length, length, device=table.device)
-        buckets = offset_buckets(
-            offsets, self.config.relative_attention_num_buckets, self.config.relative_attention_max_distance
-        )
-        # (heads, 2 * length - 1): offsets 1 - length ... length - 1, contiguous so that the views below are sequential.
-        per_offset = self.relative_attention_bias(buckets).to(dtype).T.contiguous()
-        if reversed_keys:
-            # Entry (q, j) holds offset (length - 1 - j) - q, which is index q + j of the reversed offsets.
-            reversed_offsets = per_offset.flip(1).contiguous()
-            heads, stride = reversed_offsets.shape[0], reversed_offsets.stride(0)
-            bias = reversed_offsets.as_strided((1, heads, length, length), (0, stride, 1, 1))
-        else:
-            # Row q holds offsets -q ... length - 1 - q: windows of the offset axis, last window first.
-            bias = per_offset.unfold(1, length, 1).flip(1).contiguous().unsqueeze(0)
-        self._inference_bias = None if key is None else (key, bias)
-        return bias
 
     def forward(
         self,
@@ -567,23 +624,29 @@ class VattEncoder(nn.Module):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
-        position_bias = None
-        if self.reads_strided_bias:
-            # SDPA reads the bias as a strided view of its offsets, keys in reverse order; padding stays a key mask
-            # `(batch, 1, 1, length)`, reversed with the keys, so the bias is never expanded per item.
-            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype, reversed_keys=True)
-            attention_mask = None if attention_mask is None else attention_mask.flip(-1)
-        elif self.relative_attention_bias is not None:
-            # Eager attention: the padding mask is folded into a dense bias once, as in the original, not in every layer.
-            position_bias = self.position_bias(hidden_states.shape[1], hidden_states.dtype)
-            if attention_mask is not None and attention_mask.dtype == torch.bool:
-                position_bias = position_bias.masked_fill(~attention_mask, torch.finfo(position_bias.dtype).min)
-            elif attention_mask is not None:
-                position_bias = position_bias + attention_mask
-            attention_mask = None
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, **kwargs)
         return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
+
+
+class VattT5Encoder(VattEncoder):
+    """The original T5-style text encoder: [`VattT5EncoderLayer`]s sharing one relative position bias, final RMSNorm."""
+
+    layer_class = VattT5EncoderLayer
+    final_norm_class = VattRMSNorm
+
+    def __init__(self, config: VattTextConfig):
+        super().__init__(config)
+        self.relative_attention_bias = VattRelativePositionBias(config)
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> BaseModelOutput:
+        position_bias = self.relative_attention_bias(inputs_embeds.shape[1], inputs_embeds.dtype)
+        return super().forward(inputs_embeds, attention_mask, position_bias=position_bias, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -596,64 +659,81 @@ class VattPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vatt"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["VattAudioEmbeddings", "VattTextEmbeddings", "VattEncoderLayer"]
+    _no_split_modules = ["VattAudioEmbeddings", "VattTextEmbeddings", "VattT5TextEmbeddings", "VattEncoderLayer"]
     _supports_sdpa = True
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": VattEncoderLayer, "attentions": VattAttention}
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Original VATT initialisers: Glorot-uniform kernels, zero biases, truncated-normal tables and tokens."""
+        """
+        The original initialisers: Glorot-uniform kernels, zero biases, truncated-normal tables and tokens; the
+        T5-style attention and relative bias take T5's normal initialisers instead.
+        """
         super()._init_weights(module)
-        # Modules can ask for a normal initialiser of a given std (`init_std`, set by the T5-style tower).
-        init_std = getattr(module, "init_std", None)
         if isinstance(module, nn.Linear):
-            if init_std is None:
-                init.xavier_uniform_(module.weight)
-            else:
-                init.normal_(module.weight, std=init_std)
+            init.xavier_uniform_(module.weight)
             if module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.Embedding) and init_std is not None:
-            init.normal_(module.weight, std=init_std)
-        elif isinstance(module, (VattAudioEmbeddings, VattTextEmbeddings)):
-            size = module.agg_token.shape[0]
-            init.trunc_normal_(module.agg_token, std=size**-0.5)
+        elif isinstance(module, VattT5Attention):
+            # Unscaled attention: query-key logits start with unit variance (Glorot kernels would give them a
+            # variance of `head_dim`, i.e. near one-hot attention that barely passes gradients).
+            hidden_size, inner_size = module.q_proj.in_features, module.q_proj.out_features
+            init.normal_(module.q_proj.weight, std=(hidden_size * module.head_dim) ** -0.5)
+            init.normal_(module.k_proj.weight, std=hidden_size**-0.5)
+            init.normal_(module.v_proj.weight, std=hidden_size**-0.5)
+            init.normal_(module.out_proj.weight, std=inner_size**-0.5)
+        elif isinstance(module, VattRelativePositionBias):
+            init.normal_(module.weight, std=self.config.hidden_size**-0.5)
+        elif isinstance(module, (VattAudioEmbeddings, VattTextEmbeddings, VattT5TextEmbeddings)):
+            init.trunc_normal_(module.agg_token, std=module.agg_token.shape[0] ** -0.5)
             if hasattr(module, "position_embedding"):
-                hidden = module.position_embedding.embedding_dim
-                init.trunc_normal_(module.position_embedding.weight, std=hidden**-0.5)
-            if isinstance(module, VattTextEmbeddings):
+                init.trunc_normal_(module.position_embedding.weight, std=module.position_embedding.embedding_dim**-0.5)
+            if hasattr(module, "word_embeddings"):
                 init.normal_(module.word_embeddings.weight, std=module.word_embeddings.embedding_dim**-0.5)
         elif isinstance(module, VattRMSNorm):
             init.ones_(module.weight)
         elif isinstance(module, VattForContrastivePretraining):
             init.constant_(module.logit_scale, self.config.logit_scale_init_value)
 
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False) -> None:
+        # For custom code, transformers skips modules without parameters of their own, in case `_init_weights` writes
+        # tensors in place. Ours only uses `transformers.initialization`, which leaves loaded tensors alone, and sets
+        # the T5-style attention's projections from the attention module.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    @property
+    def _output_capturing_hooks_installed(self) -> bool:
+        # Every module whose outputs are recorded lives in the encoder, so "hooked" is a property of the encoder: an
+        # encoder shared by two towers (modality-agnostic model) is hooked once, not once per tower.
+        encoder = getattr(self, "encoder", None)
+        return getattr(self if encoder is None else encoder, "_vatt_output_hooks", False)
+
+    @_output_capturing_hooks_installed.setter
+    def _output_capturing_hooks_installed(self, value: bool) -> None:
+        encoder = getattr(self, "encoder", None)
+        object.__setattr__(self if encoder is None else encoder, "_vatt_output_hooks", value)
+
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         # Loading re-creates parameters with `requires_grad=True`; re-apply the configured freezing.
-        model = super().from_pretrained(*args, **kwargs)
-        model.apply_parameter_freezing()
-        return model
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded).apply_parameter_freezing()
+        return loaded
 
     def apply_parameter_freezing(self) -> None:
         """Freeze what the config says is frozen: the word table (unless trainable) and a fixed temperature."""
         for module in self.modules():
-            if isinstance(module, VattTextEmbeddings):
+            if isinstance(module, (VattTextEmbeddings, VattT5TextEmbeddings)):
                 module.word_embeddings.weight.requires_grad_(module.config.trainable_word_embeddings)
             elif isinstance(module, VattForContrastivePretraining):
                 module.logit_scale.requires_grad_(module.config.learnable_logit_scale)
 
 
-def _check_finite(tensor: torch.Tensor, name: str) -> None:
-    # A NaN or Inf makes the sum non-finite, so a finite sum proves the input finite without the full check's
-    # temporaries; only a sum that overflowed (or a truly bad input) pays for the element-wise check.
-    if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
-        raise ValueError(f"`{name}` contains NaN or infinite values.")
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Windowing for long inputs
-# ----------------------------------------------------------------------------------------------------------------------
+def _all_real_as_none(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Drop a mask with nothing masked, so SDPA can take its unmasked kernel, when that costs no device sync."""
+    if mask is not None and reads_for_free(mask) and bool(mask.all()):
+        return None
+    return mask
 
 
 def check_windowed_outputs(config: VattAudioConfig | VattTextConfig, kwargs: dict) -> None:
@@ -666,52 +746,6 @@ def check_windowed_outputs(config: VattAudioConfig | VattTextConfig, kwargs: dic
             )
 
 
-def window_layout(length: int, window: int, overlap: int) -> torch.Tensor:
-    """`(num_windows, 2)` start/end (exclusive) of windows of `window` steps with `overlap`; the last may be short."""
-    hop = window - overlap
-    num_windows = max(1, math.ceil(max(length - window, 0) / hop) + 1)
-    starts = torch.arange(num_windows) * hop
-    return torch.stack([starts, (starts + window).clamp(max=length)], dim=1)
-
-
-def owned_windows(lengths: torch.Tensor, num_windows: int, window: int, overlap: int) -> torch.Tensor:
-    """
-    `(batch, num_windows)` bool: the windows an item of `lengths` real steps has when encoded alone (its own
-    `window_layout`), so a longer batch-mate never adds a window that only repeats the item's overlap.
-    """
-    hop = window - overlap
-    count = 1 + torch.div((lengths - window).clamp(min=0) + hop - 1, hop, rounding_mode="floor")
-    return torch.arange(num_windows, device=lengths.device) < count.unsqueeze(-1)
-
-
-def pool_windows(window_pooled: torch.Tensor, window_weight: torch.Tensor) -> torch.Tensor:
-    """Mean of window outputs `(batch, windows, hidden)` weighted by their real-content share `(batch, windows)`."""
-    weight = window_weight.to(window_pooled.dtype).unsqueeze(-1)
-    return (window_pooled * weight).sum(1) / weight.sum(1).clamp(min=1e-6)
-
-
-def stitch_windows(
-    window_states: torch.Tensor, window_real: torch.Tensor, spans: torch.Tensor, length: int, batch_size: int
-) -> torch.Tensor:
-    """
-    Average per-step features `(batch * windows, window, hidden)` over the windows that hold each step as real
-    content (`window_real`, same leading shape) into `(batch, length, hidden)`; steps no window holds are 0.
-    """
-    num_windows, window = spans.shape[0], window_states.shape[1]
-    steps = (spans[:, :1] + torch.arange(window)).clamp(max=length)  # index `length` collects the tail padding
-    steps = steps.to(window_states.device).repeat(batch_size, 1)
-    offsets = (torch.arange(batch_size, device=steps.device) * (length + 1)).repeat_interleave(num_windows)
-    flat_index = (steps + offsets[:, None]).flatten()
-    hidden = window_states.shape[-1]
-    weight = window_real.flatten().to(window_states.dtype)
-    total = window_states.new_zeros(batch_size * (length + 1), hidden).index_add_(
-        0, flat_index, window_states.flatten(0, 1) * weight.unsqueeze(-1)
-    )
-    counts = window_states.new_zeros(batch_size * (length + 1)).index_add_(0, flat_index, weight)
-    stitched = total / counts.clamp(min=1).unsqueeze(-1)
-    return stitched.view(batch_size, length + 1, hidden)[:, :length]
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Towers
 # ----------------------------------------------------------------------------------------------------------------------
@@ -720,50 +754,88 @@ def stitch_windows(
 class VattTowerModel(VattPreTrainedModel):
     """Embeddings -> encoder -> optional GELU post-projection; the AGG output (index 0) is the pooled output."""
 
-    embeddings_class: type[nn.Module]
-
-    def __init__(self, config: VattAudioConfig | VattTextConfig):
+    def __init__(self, config: VattAudioConfig | VattTextConfig, embeddings: nn.Module, encoder: VattEncoder):
         super().__init__(config)
-        self.embeddings = self.embeddings_class(config)
-        self.encoder = VattEncoder(config)
+        self.embeddings = embeddings
+        self.encoder = encoder
         self.post_projection = (
             nn.Linear(config.hidden_size, config.post_projection_size) if config.post_projection_size else None
         )
         self.post_init()
 
     def _encode(
-        self, inputs: torch.Tensor, mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
+        self, inputs: torch.Tensor, step_mask: torch.Tensor | None, **kwargs: Unpack[TransformersKwargs]
     ) -> VattEncoderOutput:
-        embeddings, token_mask = self.embeddings(inputs, mask)
-        if token_mask is not None and bool(token_mask.all()):
-            token_mask = None
-        if token_mask is not None and self.encoder.reads_strided_bias:
-            # A key mask: the 4-D mask would hold batch * length**2 values, the size the strided bias avoids.
-            attention_mask = token_mask[:, None, None, :]
-        else:
-            attention_mask = create_bidirectional_mask(
-                config=self.config, inputs_embeds=embeddings, attention_mask=token_mask
-            )
-        hidden_states = self.encoder(embeddings, attention_mask, **kwargs).last_hidden_state
+        """Encode inputs that fit the tower at once; `step_mask` marks real patches (tokens)."""
+        embeddings, token_mask = self.embeddings(inputs, step_mask)
+        # A boolean key mask `(batch, 1, 1, length)`: the attention functions broadcast it over queries and heads.
+        key_mask = _all_real_as_none(token_mask)
+        key_mask = None if key_mask is None else key_mask[:, None, None, :]
+        hidden_states = self.encoder(embeddings, key_mask, **kwargs).last_hidden_state
         if self.post_projection is not None:
             hidden_states = F.gelu(self.post_projection(hidden_states))
+        if token_mask is None:
+            token_mask = torch.ones(hidden_states.shape[:2], dtype=torch.bool, device=hidden_states.device)
         return VattEncoderOutput(
             last_hidden_state=hidden_states, pooler_output=hidden_states[:, 0], attention_mask=token_mask
+        )
+
+    def _encode_in_windows(
+        self,
+        steps: torch.Tensor,
+        step_mask: torch.Tensor | None,
+        windows_per_batch: int,
+        return_window_features: bool,
+        step_size: int,
+    ) -> VattEncoderOutput:
+        """Encode `(batch, length, ...)` steps window by window (see `windowing_vatt`); spans are in `step_size` units."""
+        config = self.config
+
+        def encode(windows: torch.Tensor, real: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            output = self._encode(windows.flatten(1) if windows.dim() > 2 else windows, real)
+            return output.pooler_output, output.last_hidden_state[:, 1:] if return_window_features else None
+
+        layout = WindowLayout(steps.shape[1], config.window_length, config.window_overlap)
+        encoded = encode_in_windows(
+            encode,
+            steps,
+            step_mask,
+            layout,
+            config.output_size,
+            windows_per_batch,
+            self.dtype,
+            return_step_features=return_window_features,
+        )
+        last_hidden_state = None
+        if encoded.step_features is not None:
+            last_hidden_state = torch.cat([encoded.pooled.unsqueeze(1), encoded.step_features], dim=1)
+        real = (
+            step_mask if step_mask is not None else torch.ones(steps.shape[:2], dtype=torch.bool, device=steps.device)
+        )
+        return VattEncoderOutput(
+            last_hidden_state=last_hidden_state,
+            pooler_output=encoded.pooled,
+            attention_mask=F.pad(real, (1, 0), value=True),
+            window_pooler_output=encoded.window_pooled,
+            window_spans=encoded.spans * step_size,
+            window_weights=encoded.window_weights,
         )
 
 
 class VattAudioModel(VattTowerModel):
     """
     The VATT waveform transformer (WaT). Inputs are 48 kHz mono waveforms `(batch, samples)`; an optional
-    sample-level `audio_attention_mask` marks real samples in a padded batch. Inputs longer than the position table
-    are encoded window by window (see [`VattAudioConfig`]).
+    sample-level `audio_attention_mask` marks real samples in a padded batch. Inputs longer than the window
+    (`config.window_length` patches) are encoded window by window.
     """
 
     config: VattAudioConfig
     main_input_name = "input_values"
     input_modalities = ("audio",)
     base_model_prefix = "audio_model"
-    embeddings_class = VattAudioEmbeddings
+
+    def __init__(self, config: VattAudioConfig):
+        super().__init__(config, VattAudioEmbeddings(config), VattEncoder(config))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.patch_embedding
@@ -771,7 +843,7 @@ class VattAudioModel(VattTowerModel):
     def _patch_mask(
         self, input_values: torch.Tensor, audio_attention_mask: torch.Tensor | None
     ) -> torch.Tensor | None:
-        """Validate the waveform and turn the sample mask into a patch mask (a patch is real if any sample is)."""
+        """Check the waveform's shape and turn the sample mask into a patch mask (a patch is real if any sample is)."""
         if input_values.dim() != 2:
             raise ValueError(
                 f"`input_values` must have shape (batch, samples), got {tuple(input_values.shape)}; "
@@ -784,7 +856,9 @@ class VattAudioModel(VattTowerModel):
             raise ValueError(
                 f"Audio must hold at least one patch of {patch_size} samples, got {input_values.shape[1]}."
             )
-        _check_finite(input_values, "input_values")
+        if reads_for_free(input_values) and not torch.isfinite(input_values.sum()):
+            if not torch.isfinite(input_values).all():
+                raise ValueError("`input_values` contains NaN or infinite values.")
         if audio_attention_mask is None:
             return None
         if audio_attention_mask.shape != input_values.shape:
@@ -793,63 +867,11 @@ class VattAudioModel(VattTowerModel):
                 f"{tuple(input_values.shape)}."
             )
         num_patches = input_values.shape[1] // patch_size
-        patch_mask = audio_attention_mask[:, : num_patches * patch_size].reshape(-1, num_patches, patch_size).bool()
-        patch_mask = patch_mask.any(-1)
-        if not patch_mask.any(-1).all():
+        patch_mask = audio_attention_mask[:, : num_patches * patch_size].reshape(-1, num_patches, patch_size)
+        patch_mask = patch_mask.bool().any(-1)
+        if reads_for_free(patch_mask) and not bool(patch_mask.any(-1).all()):
             raise ValueError("Every audio item needs at least one patch of real samples; got an empty item.")
-        return None if patch_mask.all() else patch_mask
-
-    def _encode_windows(
-        self, input_values: torch.Tensor, patch_mask: torch.Tensor | None, return_window_features: bool
-    ) -> VattEncoderOutput:
-        """Encode a long input window by window, `windows_per_batch` windows at a time (memory bounded by that)."""
-        config = self.config
-        batch_size = input_values.shape[0]
-        num_patches = input_values.shape[1] // config.patch_size
-        window, hop = config.window_patches, config.window_patches - config.window_overlap
-        spans = window_layout(num_patches, window, config.window_overlap)
-        num_windows = spans.shape[0]
-        num_full = (num_patches - window) // hop + 1
-        patches = input_values[:, : num_patches * config.patch_size].view(batch_size, num_patches, -1)
-        full_windows = patches.unfold(1, window, hop).transpose(2, 3)  # zero-copy (batch, windows, window, patch)
-        tail_start = int(spans[-1, 0])
-        tail_windows = F.pad(patches[:, tail_start:], (0, 0, 0, tail_start + window - num_patches))
-
-        real = patch_mask if patch_mask is not None else patches.new_ones(batch_size, num_patches, dtype=torch.bool)
-        window_real = F.pad(real, (0, tail_start + window - num_patches), value=False).unfold(1, window, hop)
-        window_real = window_real & owned_windows(real.sum(1), num_windows, window, config.window_overlap)[..., None]
-        window_weight = window_real.sum(-1).to(input_values.dtype) / window  # (batch, windows)
-
-        pooled = input_values.new_zeros(batch_size * num_windows, config.output_size)
-        states = None
-        if return_window_features:
-            states = input_values.new_zeros(batch_size * num_windows, window, config.output_size)
-        flat_real = window_real.reshape(batch_size * num_windows, window)
-        for chunk in window_weight.flatten().nonzero().squeeze(-1).split(config.windows_per_batch):
-            item, index = chunk // num_windows, chunk % num_windows
-            in_tail = index >= num_full
-            waveform = input_values.new_empty(len(chunk), window, patches.shape[-1])
-            waveform[~in_tail] = full_windows[item[~in_tail], index[~in_tail]]
-            waveform[in_tail] = tail_windows[item[in_tail]]
-            chunk_real = flat_real[chunk]
-            output = self._encode(waveform.flatten(1), None if chunk_real.all() else chunk_real)
-            pooled[chunk] = output.pooler_output
-            if states is not None:
-                states[chunk] = output.last_hidden_state[:, 1:]
-        window_pooled = pooled.view(batch_size, num_windows, -1)
-        recording = pool_windows(window_pooled, window_weight)
-        last_hidden_state = None
-        if states is not None:
-            stitched = stitch_windows(states, flat_real, spans, num_patches, batch_size)
-            last_hidden_state = torch.cat([recording.unsqueeze(1), stitched], dim=1)
-        return VattEncoderOutput(
-            last_hidden_state=last_hidden_state,
-            pooler_output=recording,
-            attention_mask=None if patch_mask is None else F.pad(patch_mask, (1, 0), value=True),
-            window_pooler_output=window_pooled,
-            window_spans=spans * config.patch_size,
-            window_mask=window_weight,
-        )
+        return patch_mask
 
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
@@ -858,6 +880,7 @@ class VattAudioModel(VattTowerModel):
         input_values: torch.Tensor,
         audio_attention_mask: torch.Tensor | None = None,
         return_window_features: bool = False,
+        windows_per_batch: int = 16,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VattEncoderOutput:
         r"""
@@ -867,12 +890,18 @@ class VattAudioModel(VattTowerModel):
             1 for real samples, 0 for padding.
         return_window_features (`bool`, *optional*, defaults to `False`):
             For windowed (long) inputs, also return the stitched per-patch features in `last_hidden_state`.
+        windows_per_batch (`int`, *optional*, defaults to 16):
+            Windows of a long input encoded at once; bounds peak memory and never changes the outputs.
         """
         patch_mask = self._patch_mask(input_values, audio_attention_mask)
-        num_patches = input_values.shape[1] // self.config.patch_size
-        if num_patches > self.config.window_patches and self.config.long_input_mode == "window":
-            check_windowed_outputs(self.config, kwargs)
-            return self._encode_windows(input_values, patch_mask, return_window_features)
+        config = self.config
+        num_patches = input_values.shape[1] // config.patch_size
+        if num_patches > config.window_length and config.long_input_mode == "window":
+            check_windowed_outputs(config, kwargs)
+            patches = input_values[:, : num_patches * config.patch_size].view(input_values.shape[0], num_patches, -1)
+            return self._encode_in_windows(
+                patches, patch_mask, windows_per_batch, return_window_features, config.patch_size
+            )
         return self._encode(input_values, patch_mask, **kwargs)
 
 
@@ -880,13 +909,19 @@ class VattTextModel(VattTowerModel):
     """
     The VATT text tower: the original T5-style encoder (`position_embedding_type="relative"`) or the text path of the
     modality-agnostic model (`"absolute"`). Id 0 is padding; `attention_mask` defaults to `input_ids != 0`.
+    Transcripts longer than `config.window_length` tokens (when set) are encoded window by window.
     """
 
     config: VattTextConfig
     main_input_name = "input_ids"
     input_modalities = ("text",)
     base_model_prefix = "text_model"
-    embeddings_class = VattTextEmbeddings
+
+    def __init__(self, config: VattTextConfig):
+        if config.position_embedding_type == "relative":
+            super().__init__(config, VattT5TextEmbeddings(config), VattT5Encoder(config))
+        else:
+            super().__init__(config, VattTextEmbeddings(config), VattEncoder(config))
 
     def get_input_embeddings(self) -> nn.Module:
         return self.embeddings.word_embeddings
@@ -894,22 +929,13 @@ class VattTextModel(VattTowerModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.embeddings.word_embeddings = value
 
-    @property
-    def window_tokens(self) -> int | None:
-        """Tokens per window for long transcripts, or None when the whole transcript is encoded at once."""
-        config = self.config
-        if config.window_length is not None:
-            return config.window_length
-        if config.position_embedding_type == "absolute" and config.position_interpolation == "none":
-            return config.max_position_embeddings
-        return None
-
-    def _validate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _token_mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Check the ids' shape and range (where that is free) and return the boolean token mask."""
         if input_ids.dim() != 2:
             raise ValueError(f"`input_ids` must have shape (batch, length), got {tuple(input_ids.shape)}.")
         if input_ids.is_floating_point() or input_ids.is_complex():
             raise ValueError(f"`input_ids` must be integer token ids, got {input_ids.dtype}.")
-        if input_ids.numel():
+        if input_ids.numel() and reads_for_free(input_ids):
             lowest, highest = (int(value) for value in torch.aminmax(input_ids))
             if lowest < 0 or highest >= self.config.vocab_size:
                 raise ValueError(
@@ -924,34 +950,13 @@ class VattTextModel(VattTowerModel):
             )
         return attention_mask.bool()
 
-    def _encode_windows(self, input_ids: torch.Tensor, mask: torch.Tensor, window: int) -> VattEncoderOutput:
-        """Encode a long transcript in windows of `window` tokens, `windows_per_batch` windows at a time."""
-        batch_size, length = input_ids.shape
-        spans = window_layout(length, window, self.config.window_overlap)
-        hop, pad = window - self.config.window_overlap, int(spans[-1, 0]) + window - length
-        window_ids = F.pad(input_ids, (0, pad)).unfold(1, window, hop).reshape(-1, window)
-        window_real = F.pad(mask, (0, pad), value=False).unfold(1, window, hop)
-        owned = owned_windows(mask.sum(1), spans.shape[0], window, self.config.window_overlap)
-        window_real = (window_real & owned[..., None]).reshape(-1, window)
-        window_weight = window_real.sum(-1).to(self.encoder.final_layer_norm.weight.dtype) / window
-        pooled = window_weight.new_zeros(window_ids.shape[0], self.config.output_size)
-        for chunk in window_weight.nonzero().squeeze(-1).split(self.config.windows_per_batch):
-            pooled[chunk] = self._encode(window_ids[chunk], window_real[chunk]).pooler_output
-        window_pooled = pooled.view(batch_size, spans.shape[0], -1)
-        window_weight = window_weight.view(batch_size, -1)
-        return VattEncoderOutput(
-            pooler_output=pool_windows(window_pooled, window_weight),
-            window_pooler_output=window_pooled,
-            window_spans=spans,
-            window_mask=window_weight,
-        )
-
     @merge_with_config_defaults
     @capture_outputs(tie_last_hidden_states=False)
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        windows_per_batch: int = 16,
         **kwargs: Unpack[TransformersKwargs],
     ) -> VattEncoderOutput:
         r"""
@@ -959,12 +964,14 @@ class VattTextModel(VattTowerModel):
             Word ids from [`VattTokenizer`]; 0 is padding.
         attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
             1 for real tokens; defaults to `input_ids != 0`.
+        windows_per_batch (`int`, *optional*, defaults to 16):
+            Windows of a long transcript encoded at once; bounds peak memory and never changes the outputs.
         """
-        mask = self._validate(input_ids, attention_mask)
-        window = self.window_tokens
-        if window is not None and input_ids.shape[1] > window:
+        mask = self._token_mask(input_ids, attention_mask)
+        window_length = self.config.window_length
+        if window_length is not None and input_ids.shape[1] > window_length:
             check_windowed_outputs(self.config, kwargs)
-            return self._encode_windows(input_ids, mask, window)
+            return self._encode_in_windows(input_ids, mask, windows_per_batch, False, 1)
         return self._encode(input_ids, mask, **kwargs)
 
 
@@ -1002,10 +1009,10 @@ class VattAudioBridgeProjection(nn.Module):
         return self.va_to_vat(self.audio_to_va(audio_features))
 
 
-def _gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
+def gather_with_grad(tensor: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All-gather along the batch with gradients flowing back to every process; returns the tensor and this rank."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return tensor, 0
+        raise RuntimeError("Gathering the contrastive loss's negatives needs an initialised torch.distributed group.")
     if torch.distributed.get_world_size() == 1:
         return tensor, 0
     import torch.distributed.nn.functional as dist_fn
@@ -1019,14 +1026,19 @@ def vatt_contrastive_loss(
     logit_scale: torch.Tensor,
     loss_type: str = "nce",
     text_candidate_mask: torch.Tensor | None = None,
+    gather: bool = False,
 ) -> torch.Tensor:
     """
-    Audio-text contrastive loss over the global batch (negatives gathered from all processes, with gradients).
+    Audio-text contrastive loss of this process's batch, or with `gather=True` over the global batch: negatives are
+    gathered from every process of the initialised `torch.distributed` group, with gradients (every process must call
+    it, with the same batch size). [`VattForContrastivePretraining`] computes the local loss; training scripts ask
+    for the gathered one explicitly.
 
     `text_embeds` holds `K` candidate texts per clip (rows `i*K ... i*K+K-1` belong to clip `i`); `K > 1` gives
     MIL-NCE (the positive score is the log-sum-exp over a clip's valid candidates). `"nce"` is VATT's NCE: one softmax
     per clip over its similarities to every text and every audio's similarities to its texts. `"symmetric"` averages
-    an audio->text and a text->audio softmax (CLIP). `text_candidate_mask` `(batch, K)` marks empty candidates.
+    an audio->text and a text->audio softmax (CLIP). `text_candidate_mask` `(batch, K)` marks empty candidates; every
+    clip needs at least one valid candidate.
     """
     num_audio = audio_embeds.shape[0]
     if num_audio == 0 or text_embeds.shape[0] % num_audio:
@@ -1040,15 +1052,17 @@ def vatt_contrastive_loss(
     elif text_candidate_mask.shape != (num_audio, num_candidates):
         raise ValueError(f"`text_candidate_mask` must have shape {(num_audio, num_candidates)}.")
     text_candidate_mask = text_candidate_mask.bool()
-    if not text_candidate_mask.any(-1).all():
+    if reads_for_free(text_candidate_mask) and not bool(text_candidate_mask.any(-1).all()):
         raise ValueError("Every clip needs at least one valid text candidate.")
 
     audio = F.normalize(audio_embeds.float(), dim=-1)
     text = F.normalize(text_embeds.float(), dim=-1)
-    all_audio, rank = _gather_with_grad(audio)
-    all_text, _ = _gather_with_grad(text)
-    all_valid, _ = _gather_with_grad(text_candidate_mask.float())
-    all_valid = all_valid.bool().flatten()
+    all_audio, all_text, all_valid, rank = audio, text, text_candidate_mask, 0
+    if gather:
+        all_audio, rank = gather_with_grad(audio)
+        all_text, _ = gather_with_grad(text)
+        all_valid = gather_with_grad(text_candidate_mask.float())[0].bool()
+    all_valid = all_valid.flatten()
     scale = logit_scale.float().clamp(max=math.log(100.0)).exp()
     neg_inf = torch.finfo(audio.dtype).min
 
@@ -1112,20 +1126,11 @@ class VattForContrastivePretraining(VattPreTrainedModel):
 
     def _project(self, projection: nn.Module, output: VattEncoderOutput) -> VattEncoderOutput:
         """Replace the tower's pooled (and per-window) outputs by their projections."""
-        projected = projection(output.pooler_output)
+        output.pooler_output = projection(output.pooler_output)
         windows = output.window_pooler_output
         if windows is not None:
-            windows = projection(windows.flatten(0, 1)).view(*windows.shape[:2], -1)
-        return VattEncoderOutput(
-            last_hidden_state=output.last_hidden_state,
-            pooler_output=projected,
-            hidden_states=output.hidden_states,
-            attentions=output.attentions,
-            attention_mask=output.attention_mask,
-            window_pooler_output=windows,
-            window_spans=output.window_spans,
-            window_mask=output.window_mask,
-        )
+            output.window_pooler_output = projection(windows.flatten(0, 1)).view(*windows.shape[:2], -1)
+        return output
 
     @can_return_tuple
     def get_audio_features(
@@ -1165,7 +1170,8 @@ class VattForContrastivePretraining(VattPreTrainedModel):
             `i*K ... i*K+K-1` (`K` texts per clip; `K > 1` gives MIL-NCE).
         input_values, audio_attention_mask: audio inputs of [`VattAudioModel`].
         text_candidate_mask (`torch.BoolTensor` of shape `(batch_size, K)`, *optional*): marks empty text candidates.
-        return_loss (`bool`, *optional*): compute the contrastive loss.
+        return_loss (`bool`, *optional*): compute the contrastive loss of this batch (never across processes; see
+            [`vatt_contrastive_loss`] with `gather=True`).
         """
         if input_ids is None or input_values is None:
             raise ValueError("VattForContrastivePretraining needs both `input_values` (audio) and `input_ids` (text).")
@@ -1208,8 +1214,8 @@ class VattAudioClassifierOutput(ModelOutput):
         Recording-level scores before softmax/sigmoid; for windowed inputs the aggregated per-window logits.
     window_logits (`torch.FloatTensor` of shape `(batch_size, num_windows, num_labels)`, *optional*):
         Per-window logits (windowed inputs only).
-    window_mask (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
-        Share of real content in each window (windowed inputs only).
+    window_weights (`torch.FloatTensor` of shape `(batch_size, num_windows)`, *optional*):
+        Share of each window that holds real content (windowed inputs only).
     hidden_states, attentions: as in [`VattAudioModel`] (inputs encoded at once only).
     """
 
@@ -1218,7 +1224,7 @@ class VattAudioClassifierOutput(ModelOutput):
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
     attentions: tuple[torch.FloatTensor, ...] | None = None
     window_logits: torch.FloatTensor | None = None
-    window_mask: torch.FloatTensor | None = None
+    window_weights: torch.FloatTensor | None = None
 
 
 class VattForAudioClassification(VattPreTrainedModel):
@@ -1255,18 +1261,18 @@ class VattForAudioClassification(VattPreTrainedModel):
         """Freeze the audio tower so that only the classifier trains (linear probing)."""
         self.audio_model.requires_grad_(False)
 
-    def classify_windows(self, window_features: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+    def classify_windows(self, window_features: torch.Tensor, window_weights: torch.Tensor) -> torch.Tensor:
         """
         Classify pooled features `(batch, windows, hidden)` and aggregate their logits over the windows whose
-        real-content share `window_mask` `(batch, windows)` is positive; returns `(batch, num_labels)`.
+        real-content share `window_weights` `(batch, windows)` is positive; returns `(batch, num_labels)`.
         """
-        return self.aggregate_window_logits(self.classifier(self.dropout(window_features)), window_mask)
+        return self.aggregate_window_logits(self.classifier(self.dropout(window_features)), window_weights)
 
-    def aggregate_window_logits(self, window_logits: torch.Tensor, window_mask: torch.Tensor) -> torch.Tensor:
+    def aggregate_window_logits(self, window_logits: torch.Tensor, window_weights: torch.Tensor) -> torch.Tensor:
         """Weighted mean (by real-content share) or per-class max of `(batch, windows, num_labels)` logits."""
         if self.config.window_logits_aggregation == "mean":
-            return pool_windows(window_logits, window_mask)
-        real = (window_mask > 0).unsqueeze(-1)
+            return pool_windows(window_logits, window_weights)
+        real = (window_weights > 0).unsqueeze(-1)
         return window_logits.masked_fill(~real, torch.finfo(window_logits.dtype).min).amax(1)
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -1288,7 +1294,11 @@ class VattForAudioClassification(VattPreTrainedModel):
                     f"Single-label classification needs integer labels of shape ({logits.shape[0]},), got "
                     f"{labels.dtype} {tuple(labels.shape)}."
                 )
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_labels):
+            if (
+                labels.numel()
+                and reads_for_free(labels)
+                and (int(labels.min()) < 0 or int(labels.max()) >= num_labels)
+            ):
                 raise ValueError(f"Labels must lie in [0, {num_labels}), got {labels.tolist()}.")
             return F.cross_entropy(logits.float(), labels.long())
         if labels.shape != logits.shape:
@@ -1318,7 +1328,7 @@ class VattForAudioClassification(VattPreTrainedModel):
             logits = self.classifier(self.dropout(output.pooler_output))
         else:
             window_logits = self.classifier(self.dropout(output.window_pooler_output))
-            logits = self.aggregate_window_logits(window_logits, output.window_mask)
+            logits = self.aggregate_window_logits(window_logits, output.window_weights)
         loss = None if labels is None else self.classification_loss(logits, labels)
         return VattAudioClassifierOutput(
             loss=loss,
@@ -1326,7 +1336,7 @@ class VattForAudioClassification(VattPreTrainedModel):
             hidden_states=output.hidden_states,
             attentions=output.attentions,
             window_logits=window_logits,
-            window_mask=output.window_mask,
+            window_weights=output.window_weights,
         )
 
 

@@ -17,11 +17,10 @@ def _audio(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
     return (torch.rand(batch, samples, generator=generator) - 0.5) * 0.5
 
 
-def _audio_model(overlap: int = 0, windows_per_batch: int = 16) -> VattAudioModel:
+def _audio_model(overlap: int = 0) -> VattAudioModel:
     torch.manual_seed(0)
     config = VattConfig.from_preset("tiny").audio_config
     config.window_overlap = overlap
-    config.windows_per_batch = windows_per_batch
     return VattAudioModel(config).eval()
 
 
@@ -58,7 +57,7 @@ def test_audio_windows_equal_encoding_each_window_alone(overlap):
             alone = model(audio[:, start:end]).pooler_output  # the tail window is shorter: encoded without padding
             _close(output.window_pooler_output[0, index], alone[0])
     tail_share = (num_patches - starts[-1]) / WINDOW
-    _close(output.window_mask, torch.tensor([[1.0] * (len(starts) - 1) + [tail_share]]))
+    _close(output.window_weights, torch.tensor([[1.0] * (len(starts) - 1) + [tail_share]]))
 
 
 @pytest.mark.parametrize("overlap", [0, 10])
@@ -68,14 +67,13 @@ def test_chunked_windows_equal_all_windows_at_once(overlap, windows_per_batch):
     mask = torch.ones_like(audio, dtype=torch.long)
     mask[1, 140 * PATCH :] = 0
     with torch.no_grad():
-        all_at_once = _audio_model(overlap, windows_per_batch=64)(
-            audio, audio_attention_mask=mask, return_window_features=True
-        )
-        chunked = _audio_model(overlap, windows_per_batch=windows_per_batch)(
-            audio, audio_attention_mask=mask, return_window_features=True
+        model = _audio_model(overlap)
+        all_at_once = model(audio, audio_attention_mask=mask, return_window_features=True, windows_per_batch=64)
+        chunked = model(
+            audio, audio_attention_mask=mask, return_window_features=True, windows_per_batch=windows_per_batch
         )
     assert all_at_once.window_pooler_output.shape[1] >= 5 > windows_per_batch
-    for name in ("pooler_output", "window_pooler_output", "window_mask", "last_hidden_state"):
+    for name in ("pooler_output", "window_pooler_output", "window_weights", "last_hidden_state"):
         _close(getattr(chunked, name), getattr(all_at_once, name))
     assert torch.equal(chunked.window_spans, all_at_once.window_spans)
 
@@ -97,8 +95,8 @@ def test_a_padded_batch_gives_the_shorter_recording_its_outputs_alone(overlap):
     _close(batched.pooler_output[1], alone.pooler_output[0])
     _close(batched.pooler_output[0], long_alone[0])
     _close(batched.window_pooler_output[1, :num_own], alone.window_pooler_output[0])
-    _close(batched.window_mask[1, :num_own], alone.window_mask[0])
-    assert batched.window_mask[1, num_own:].eq(0).all(), "windows the short recording does not have must weigh 0"
+    _close(batched.window_weights[1, :num_own], alone.window_weights[0])
+    assert batched.window_weights[1, num_own:].eq(0).all(), "windows the short recording does not have must weigh 0"
     _close(batched.last_hidden_state[1, : 1 + short_patches], alone.last_hidden_state[0])
     assert batched.attention_mask[1].sum() == 1 + short_patches
 
@@ -115,13 +113,13 @@ def test_padded_final_window_is_weighted_by_its_real_share_and_does_not_bias_the
         unmasked_output = model(padded)
         tail_alone = model(audio[:, 100 * PATCH :]).pooler_output
 
-    _close(output.window_mask, torch.tensor([[1.0, 1.0, 0.4]]))
+    _close(output.window_weights, torch.tensor([[1.0, 1.0, 0.4]]))
     windows = output.window_pooler_output[0]
     _close(windows[2], tail_alone[0])
     _close(output.pooler_output[0], (windows[0] + windows[1] + 0.4 * windows[2]) / 2.4)
     # Trailing padding (a batch-mate's length) changes nothing once it is masked...
     _close(padded_output.pooler_output, output.pooler_output)
-    _close(padded_output.window_mask, torch.tensor([[1.0, 1.0, 0.4, 0.0, 0.0]]))
+    _close(padded_output.window_weights, torch.tensor([[1.0, 1.0, 0.4, 0.0, 0.0]]))
     # ...while the same zeros taken as real audio would move the pooled output.
     assert (unmasked_output.pooler_output - output.pooler_output).abs().max() > 1e-3
 
@@ -179,7 +177,7 @@ def test_long_text_windows_equal_their_separate_encodings(kwargs):
     assert output.window_spans[:, 0].tolist() == list(range(0, 45 - 16 + hop, hop))
     assert output.window_spans[-1, 1] == 45
     _close(output.window_pooler_output[0], torch.stack(separate))
-    share = output.window_mask[0]
+    share = output.window_weights[0]
     _close(output.pooler_output[0], (share[:, None] * torch.stack(separate)).sum(0) / share.sum())
 
 
@@ -193,7 +191,7 @@ def test_a_padded_text_batch_gives_the_shorter_transcript_its_outputs_alone(over
     num_own = alone.window_pooler_output.shape[1]
     _close(batched.pooler_output[1], alone.pooler_output[0])
     _close(batched.window_pooler_output[1, :num_own], alone.window_pooler_output[0])
-    assert batched.window_mask[1, num_own:].eq(0).all()
+    assert batched.window_weights[1, num_own:].eq(0).all()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -263,6 +261,6 @@ def test_zero_shot_pipeline_on_a_long_recording(contrastive_model):
 
 @pytest.mark.parametrize("flag", ["output_hidden_states", "output_attentions"])
 def test_per_layer_outputs_of_a_windowed_input_raise_instead_of_mixing_window_batches(flag):
-    model = _audio_model(windows_per_batch=2)
+    model = _audio_model()
     with pytest.raises(ValueError, match="window"):
         model(_audio(1, 170 * PATCH), **{flag: True})
