@@ -22,14 +22,14 @@ to a given one:
         --similar_to my_recordings/talk_03.flac
 
 The embeddings (projected, L2-normalised) are cached in `--index_dir` (default `<audio_dir>/.vatt_index`) per model;
-only new or changed files (by size and modification time) are encoded on later runs. Long recordings are encoded
-window by window and pooled.
+only new or changed files (by size and modification time) are encoded on later runs; files that do not decode are
+skipped and counted. Long recordings are encoded window by window and pooled. To find moments inside recordings
+rather than whole recordings, use `examples/index_archive.py` and `examples/search_archive.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,8 +38,16 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from modeling_vatt.audio_utils import load_audio
-from modeling_vatt.downstream import list_audio_files, model_fingerprint
+from modeling_vatt.data import AudioDecodeError, SkipCounter, decode_audio
+from modeling_vatt.downstream import list_audio_files
+from modeling_vatt.embedding_cache import (
+    CorruptCacheError,
+    ensure_writable,
+    load_arrays,
+    model_fingerprint,
+    save_arrays,
+)
+from modeling_vatt.long_audio import embed_queries
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,16 +70,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 class AudioIndex:
-    """L2-normalised audio embeddings of the files of a folder, cached on disk per model."""
+    """
+    L2-normalised audio embeddings of the files of a folder, cached per model in one checksummed file (names, change
+    stamps and embeddings together, so they can never disagree). Unreadable files are skipped and counted.
+    """
 
     def __init__(self, model, feature_extractor, audio_dir: Path, index_dir: Path, batch_size: int):
         self.model = model
         self.feature_extractor = feature_extractor
         self.audio_dir = audio_dir
         self.batch_size = batch_size
-        key = model_fingerprint(model)
-        self.embeddings_path = index_dir / f"embeddings-{key}.safetensors"
-        self.entries_path = index_dir / f"entries-{key}.json"
+        self.fingerprint = model_fingerprint(model)
+        self.path = ensure_writable(index_dir) / f"recordings-{self.fingerprint[:16]}.safetensors"
+        self.skips = SkipCounter()
 
     @staticmethod
     def _stamp(path: Path) -> list[int]:
@@ -79,47 +90,51 @@ class AudioIndex:
         return [stat.st_size, stat.st_mtime_ns]
 
     @torch.no_grad()
-    def embed(self, paths: list[Path], progress: bool = True) -> torch.Tensor:
-        """Embeddings `(len(paths), projection_dim)` of audio files."""
-        device = self.model.device
+    def embed(self, paths: list[Path], progress: bool = True) -> dict[Path, torch.Tensor]:
+        """Embeddings `(projection_dim,)` of the audio files that decode; the others are counted in `skips`."""
         rate = self.feature_extractor.sampling_rate
-        embeddings = []
+        embeddings = {}
         for start in tqdm(range(0, len(paths), self.batch_size), desc="indexing", disable=not progress):
-            audio = [load_audio(path, rate) for path in paths[start : start + self.batch_size]]
-            inputs = self.feature_extractor(audio, sampling_rate=rate, return_tensors="pt").to(device)
-            embeddings.append(self.model.get_audio_features(**inputs).pooler_output.float().cpu())
-        return F.normalize(torch.cat(embeddings), dim=-1)
+            audio = {}
+            for path in paths[start : start + self.batch_size]:
+                try:
+                    audio[path] = decode_audio(path, rate)
+                except AudioDecodeError as error:
+                    self.skips.add(error.reason, str(path))
+            if audio:
+                inputs = self.feature_extractor(list(audio.values()), sampling_rate=rate, return_tensors="pt")
+                output = self.model.get_audio_features(**inputs.to(self.model.device)).pooler_output
+                embeddings.update(zip(audio, F.normalize(output.float().cpu(), dim=-1)))
+        return embeddings
 
     def build(self) -> tuple[list[str], torch.Tensor]:
-        """The index of every file in the folder, reusing cached embeddings of unchanged files."""
-        from safetensors.torch import load_file, save_file
-
+        """The index of every readable file in the folder, reusing cached embeddings of unchanged files."""
         files = list_audio_files(self.audio_dir)
         names = [str(path.relative_to(self.audio_dir)) for path in files]
         stamps = [self._stamp(path) for path in files]
         cached = {}
-        if self.entries_path.is_file() and self.embeddings_path.is_file():
-            entries = json.loads(self.entries_path.read_text())
-            vectors = load_file(str(self.embeddings_path))["embeddings"]
-            cached = {(e["file"], tuple(e["stamp"])): vectors[i] for i, e in enumerate(entries)}
-        missing = [i for i, key in enumerate(zip(names, map(tuple, stamps))) if key not in cached]
-        fresh = dict(zip(missing, self.embed([files[i] for i in missing]))) if missing else {}
-        embeddings = torch.stack(
-            [fresh[i] if i in fresh else cached[(names[i], tuple(stamps[i]))] for i in range(len(files))]
-        )
-        if missing or len(cached) != len(files):
-            self.entries_path.parent.mkdir(parents=True, exist_ok=True)
-            save_file({"embeddings": embeddings.contiguous()}, str(self.embeddings_path))
-            entries = [{"file": name, "stamp": stamp} for name, stamp in zip(names, stamps)]
-            self.entries_path.write_text(json.dumps(entries))
-        print(f"Indexed {len(files)} recordings ({len(missing)} encoded, {len(files) - len(missing)} from the cache).")
-        return names, embeddings
-
-
-@torch.no_grad()
-def embed_texts(model, tokenizer, texts: list[str]) -> torch.Tensor:
-    inputs = tokenizer(texts, padding=True, truncation=True, return_tensors="pt").to(model.device)
-    return F.normalize(model.get_text_features(**inputs).pooler_output.float().cpu(), dim=-1)
+        if self.path.is_file():
+            try:
+                arrays, metadata = load_arrays(self.path, {"model_fingerprint": self.fingerprint})
+                cached = dict(zip(map(tuple, metadata["entries"]), torch.from_numpy(arrays["embeddings"])))
+            except CorruptCacheError as error:
+                print(f"{error} Rebuilding it.")
+        keys = [(name, *stamp) for name, stamp in zip(names, stamps)]
+        missing = [path for path, key in zip(files, keys) if key not in cached]
+        fresh = self.embed(missing) if missing else {}
+        kept = [(key, fresh.get(path, cached.get(key))) for path, key in zip(files, keys)]
+        kept = [(key, vector) for key, vector in kept if vector is not None]
+        if not kept:
+            raise ValueError(f"No readable recordings in {self.audio_dir}. {self.skips.report()}")
+        embeddings = torch.stack([vector for _, vector in kept])
+        if fresh or len(cached) != len(kept):
+            metadata = {"model_fingerprint": self.fingerprint, "entries": [key for key, _ in kept]}
+            save_arrays(self.path, {"embeddings": embeddings.numpy()}, metadata)
+        encoded = len(kept) - sum(key in cached for key, _ in kept)
+        print(f"Indexed {len(kept)} recordings ({encoded} encoded, {len(kept) - encoded} from the cache).")
+        if self.skips.total:
+            print(self.skips.report())
+        return [key[0] for key, _ in kept], embeddings
 
 
 def rank(query: torch.Tensor, names: list[str], embeddings: torch.Tensor, top_k: int, exclude: str | None = None):
@@ -151,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[tuple[str, float]]
     results = {}
     if args.text:
         tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, **remote)
-        for text, query in zip(args.text, embed_texts(model, tokenizer, args.text)):
+        for text, query in zip(args.text, torch.from_numpy(embed_queries(model, tokenizer, args.text))):
             results[text] = rank(query, names, embeddings, top_k)
             print_results(f"text: {text!r}", results[text])
     for reference in args.similar_to:
@@ -160,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, list[tuple[str, float]]
             raise ValueError(f"--similar_to: {path} is not a file.")
         inside = path.resolve().is_relative_to(audio_dir.resolve())
         name = str(path.resolve().relative_to(audio_dir.resolve())) if inside else None
-        query = embeddings[names.index(name)] if name in names else index.embed([path], progress=False)[0]
+        query = embeddings[names.index(name)] if name in names else index.embed([path], progress=False).get(path)
+        if query is None:
+            raise ValueError(f"--similar_to: {path} is not readable audio.")
         results[reference] = rank(query, names, embeddings, top_k, exclude=name)
         print_results(f"similar to: {reference}", results[reference])
     return results
