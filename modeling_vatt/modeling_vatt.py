@@ -1100,7 +1100,8 @@ class VattForContrastivePretraining(VattPreTrainedModel):
         self.audio_model = VattAudioModel._from_config(config.audio_config)
         self.text_model = VattTextModel._from_config(config.text_config)
         if config.modality_agnostic:
-            # One encoder shared by both modalities; saved once, under `audio_model.encoder`.
+            # One encoder module shared by both modalities. Saving keeps its tensors once, under `audio_model.encoder`
+            # (the names this pattern matches are the aliases dropped); loading fills both names from those.
             self.text_model.encoder = self.audio_model.encoder
             self._tied_weights_keys = {r"text_model\.encoder\.": "audio_model.encoder."}
         if config.projection_type == "bridge":
@@ -1113,10 +1114,12 @@ class VattForContrastivePretraining(VattPreTrainedModel):
         self.apply_parameter_freezing()
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
-        if all_submodels or not self.config.modality_agnostic:
-            return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
-        names = [name for name, _ in self.audio_model.encoder.named_parameters(remove_duplicate=False)]
-        return {f"text_model.encoder.{name}": f"audio_model.encoder.{name}" for name in names}
+        # The shared encoder is one module, not parameters tied after loading: declaring its text names as tied would
+        # make the loader skip a shared tensor missing from the checkpoint (left on the meta device, unreported).
+        # Without, a loaded tensor fills both names and a missing one is reported and initialised.
+        if self.config.modality_agnostic:
+            return {}
+        return super().get_expanded_tied_weights_keys(all_submodels=all_submodels)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.text_model.get_input_embeddings()

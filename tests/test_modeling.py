@@ -186,6 +186,60 @@ def test_save_load_round_trip_and_auto_model(tmp_path, config_factory):
         assert reloaded.text_model.encoder is reloaded.audio_model.encoder
 
 
+def test_output_loading_info_returns_the_model_and_its_report(tmp_path, tiny_config):
+    VattForContrastivePretraining(tiny_config).save_pretrained(tmp_path)
+    model, info = VattForContrastivePretraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(model, VattForContrastivePretraining) and not info["missing_keys"]
+    assert not model.text_model.embeddings.word_embeddings.weight.requires_grad
+
+
+def test_a_shared_encoder_tensor_missing_from_the_checkpoint_is_reported_and_initialised(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    VattForContrastivePretraining(_ut_tiny_config()).save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert not any(key.startswith("text_model.encoder.") for key in weights), "the shared encoder is saved once"
+    del weights["audio_model.encoder.layers.0.self_attn.q_proj.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    model, info = VattForContrastivePretraining.from_pretrained(tmp_path, output_loading_info=True)
+    assert "audio_model.encoder.layers.0.self_attn.q_proj.weight" in info["missing_keys"]
+    assert model.text_model.encoder is model.audio_model.encoder
+    assert not any(parameter.is_meta for parameter in model.parameters())
+    assert model.audio_model.encoder.layers[0].self_attn.q_proj.weight.std() > 0
+    assert torch.isfinite(model(input_ids=_ids(), input_values=_audio()).logits_per_audio).all()
+    empty = VattForContrastivePretraining.from_pretrained(None, config=_ut_tiny_config(), state_dict={})
+    assert not any(parameter.is_meta for parameter in empty.parameters())
+
+
+@pytest.mark.parametrize("config_factory", [lambda: VattConfig.from_preset("tiny"), _ut_tiny_config])
+def test_each_layer_is_recorded_once_whichever_tower_runs_first(config_factory):
+    model = VattForContrastivePretraining(config_factory()).eval()
+    model.set_attn_implementation("eager")
+    layers = model.config.audio_config.num_hidden_layers
+    for _ in range(2):
+        text = model.get_text_features(_ids(), output_hidden_states=True, output_attentions=True)
+        audio = model.get_audio_features(_audio(), output_hidden_states=True, output_attentions=True)
+        for output in (text, audio):
+            assert len(output.hidden_states) == layers + 1 and len(output.attentions) == layers
+    # Hidden state i is the input of layer i: the audio's differ from the text's, which have another length.
+    assert audio.hidden_states[1].shape[1] == 41 and text.hidden_states[1].shape[1] == 10
+
+
+def test_output_keys_do_not_depend_on_padding(tiny_config):
+    model = VattAudioModel(tiny_config.audio_config).eval()
+    audio = _audio(2, 40)
+    mask = torch.ones_like(audio, dtype=torch.long)
+    unpadded = model(audio)
+    padded = model(
+        audio,
+        audio_attention_mask=torch.cat([mask[:1], torch.zeros_like(mask[1:]).index_fill(1, torch.arange(640), 1)]),
+    )
+    assert list(unpadded.keys()) == list(padded.keys())
+    assert unpadded["attention_mask"].shape == (2, 41) and unpadded["attention_mask"].all()
+    assert len(unpadded.to_tuple()) == len(padded.to_tuple())
+    assert padded["attention_mask"][1].sum() == 6
+
+
 def test_towers_load_alone_from_a_full_checkpoint(tmp_path, tiny_config):
     model = VattForContrastivePretraining(tiny_config).eval()
     model.save_pretrained(tmp_path)
