@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+from test_long_audio_search import _model, speech_tokenizer
 
-from modeling_vatt import VattConfig, VattForContrastivePretraining
+from modeling_vatt import VattForContrastivePretraining
 from modeling_vatt.archive import ArchiveIndex, build_archive_index, list_recordings, shard_recordings
 from modeling_vatt.audio_utils import load_audio
 from modeling_vatt.embedding_cache import CorruptCacheError, load_arrays, save_arrays
@@ -23,11 +24,6 @@ SPEECH = Path(__file__).parent / "fixtures" / "speech"
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
-def _model(seed: int = 0) -> VattForContrastivePretraining:
-    torch.manual_seed(seed)
-    return VattForContrastivePretraining(VattConfig.from_preset("tiny")).eval()
-
-
 @pytest.fixture(scope="module")
 def model() -> VattForContrastivePretraining:
     return _model()
@@ -35,10 +31,7 @@ def model() -> VattForContrastivePretraining:
 
 @pytest.fixture(scope="module")
 def tokenizer() -> VattTokenizer:
-    transcripts = [
-        line.split("\t")[1] for line in (SPEECH / "transcripts.tsv").read_text().splitlines() if "\t" in line
-    ]
-    return VattTokenizer.from_corpus(transcripts, vocab_size=1000)
+    return speech_tokenizer()
 
 
 def make_archive(folder: Path) -> Path:

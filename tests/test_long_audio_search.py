@@ -35,12 +35,17 @@ def model() -> VattForContrastivePretraining:
     return _model()
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> VattTokenizer:
+def speech_tokenizer() -> VattTokenizer:
+    """A word-level tokenizer of the speech fixtures' transcripts."""
     transcripts = [
         line.split("\t")[1] for line in (SPEECH / "transcripts.tsv").read_text().splitlines() if "\t" in line
     ]
     return VattTokenizer.from_corpus(transcripts, vocab_size=1000)
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> VattTokenizer:
+    return speech_tokenizer()
 
 
 @pytest.fixture(scope="module")
