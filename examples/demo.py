@@ -81,7 +81,7 @@ def zero_shot_retrieval(output_dir: Path, corpus_dir: Path) -> None:
     model = AutoModel.from_pretrained(output_dir).eval()
     processor = AutoProcessor.from_pretrained(output_dir)
     rate = processor.feature_extractor.sampling_rate
-    window_seconds = model.config.audio_config.window_patches * model.config.audio_config.patch_size / rate
+    window_seconds = model.config.audio_config.window_length * model.config.audio_config.patch_size / rate
     passages = spoken_passages(corpus_dir, rate, window_seconds, NUM_QUERIES)
     ids, audio, texts = zip(*passages)
     inputs = processor(text=list(texts), audio=list(audio), sampling_rate=rate, return_tensors="pt")
@@ -123,6 +123,7 @@ def main() -> None:
         str(max(args.max_train_steps // 2, 1)),
         "--checkpoints_total_limit",
         "1",
+        "--overwrite_output_dir",  # a rerun replaces the previous demo run
     ]
     final = run_pretraining.main(training_args)
     output_dir = Path(args.output_dir)

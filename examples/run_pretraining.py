@@ -25,8 +25,9 @@ The same script runs on many GPUs or nodes, e.g.
         --model_preset small --dataset_name /data/my_speech_dataset --per_device_train_batch_size 64
 
 Training pairs are audio windows of long recordings with the words spoken inside them (plus the neighbouring
-windows' words for MIL-NCE); negatives come from every process. The final model, processor and model card are written
-at the top of `--output_dir`, resumable checkpoints beneath it (`checkpoints/step_N`).
+windows' words for MIL-NCE), drawn by `modeling_vatt.long_form`; negatives come from every process. The final model,
+processor and model card are written at the top of `--output_dir`, resumable checkpoints beneath it
+(`checkpoints/step_N`). A new run refuses an `--output_dir` holding another run unless `--overwrite_output_dir`.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,14 +49,20 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoProcessor, get_scheduler
+from transformers import AutoProcessor, PreTrainedConfig, get_scheduler
 
-from modeling_vatt import VattConfig, VattForContrastivePretraining
-from modeling_vatt.data import SkipCounter, decode_example, ensure_splits, load_speech_dataset
+from modeling_vatt import VattConfig, VattForContrastivePretraining, vatt_contrastive_loss
+from modeling_vatt.data import SkipCounter, ensure_splits, load_speech_dataset
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_form import LongFormPair, LongFormPairSampler, collate_long_form_pairs
+from modeling_vatt.long_form import (
+    LongFormEpochSampler,
+    LongFormPairDataset,
+    LongFormPairSampler,
+    LongFormRecordings,
+    collate_long_form_pairs,
+)
 from modeling_vatt.metrics_utils import load_retrieval_metric
 from modeling_vatt.model_card import render_model_card
 from modeling_vatt.processing_vatt import VattProcessor
@@ -64,46 +71,12 @@ from modeling_vatt.word_vectors import tokenizer_word_vectors
 
 logger = logging.getLogger(__name__)
 
-# Presets defined here on top of `VattConfig.PRESETS`. "cpu" trains in minutes on two CPU cores: 8 kHz audio, so a
-# 128-sample patch is 16 ms (a speech frame), 2-second windows fit its 125-row position table, log-spectrum patch
-# features with a GELU pre-projection, no DropToken (at this budget dropping frames costs more than it saves), a
-# frozen word table filled with character n-gram vectors (see README, `make demo`, for the ablations), and transcripts
-# longer than the 5-8 words a training window holds encoded in 8-word windows, as the audio is.
-SCRIPT_PRESETS = {
-    "cpu": (
-        "small",
-        {
-            "audio_config": {
-                "hidden_size": 128,
-                "num_hidden_layers": 3,
-                "num_attention_heads": 4,
-                "head_dim": 32,
-                "intermediate_size": 512,
-                "max_position_embeddings": 125,
-                "sampling_rate": 8000,
-                "patch_features": "log_spectrum",
-                "drop_token_rate": 0.0,
-                "use_pre_projection": True,
-            },
-            "text_config": {
-                "embedding_size": 128,
-                "hidden_size": 128,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,
-                "head_dim": 32,
-                "intermediate_size": 512,
-                "trainable_word_embeddings": False,
-                "window_length": 8,
-            },
-            "projection_dim": 128,
-        },
-    )
-}
-MODEL_PRESETS = sorted({*VattConfig.PRESETS, *SCRIPT_PRESETS})
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "vatt_stepwise_cosine")
 CORPUS_DATA_NAME = "vatt-embedded-long-form-corpus"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 HUB_IGNORE_PATTERNS = ["checkpoints/*", "checkpoints/**", "runs/*", "runs/**"]
+WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*")
+SECRET_ARGUMENTS = ("hub_token",)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -127,7 +100,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", help="Continue from a saved VATT model + processor.")
-    model.add_argument("--model_preset", default="cpu", choices=MODEL_PRESETS, help="Size of a model from scratch.")
+    model.add_argument(
+        "--model_preset", default="cpu", choices=sorted(VattConfig.PRESETS), help="`VattConfig` preset of a new model."
+    )
     model.add_argument("--config_overrides", help="JSON merged into the preset, e.g. '{\"audio_config\": {...}}'.")
     model.add_argument("--vocab_size", type=int, default=8192, help="Word vocabulary built from the training split.")
     model.add_argument("--min_word_frequency", type=int, default=1, help="Rarer training words map to <unk>.")
@@ -143,6 +118,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
     train = parser.add_argument_group("training")
     train.add_argument("--output_dir", default="outputs/vatt-pretraining", help="Model, card, plots, checkpoints.")
+    train.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="Start a new run in a non-empty `--output_dir`, deleting the older run's checkpoints and logs.",
+    )
     train.add_argument("--seed", type=int, default=42)
     train.add_argument("--per_device_train_batch_size", type=int, default=32)
     train.add_argument("--per_device_eval_batch_size", type=int, default=32)
@@ -190,6 +170,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("Give either --dataset_name or --train_file, not both.")
     if args.validation_file and not args.train_file:
         parser.error("--validation_file goes with --train_file.")
+    if args.overwrite_output_dir and args.resume_from_checkpoint:
+        parser.error("--overwrite_output_dir starts a new run; it cannot resume one (--resume_from_checkpoint).")
     return args
 
 
@@ -240,134 +222,6 @@ def _column_args(source: str, columns: dict[str, str]) -> dict[str, str]:
     return {} if Path(source).is_dir() else columns
 
 
-@dataclass
-class Recording:
-    """One usable recording: decoded audio (or None when not cached), transcript and word timings."""
-
-    index: int
-    num_samples: int
-    text: str
-    words: list[str] | None
-    word_starts: list[float] | None
-    word_ends: list[float] | None
-    audio: np.ndarray | None
-
-
-class RecordingStore:
-    """Decodes a split once up front (skipping and counting bad rows) and keeps up to `cache_bytes` of it decoded."""
-
-    def __init__(self, dataset, sampling_rate: int, skips: SkipCounter, cache_bytes: float, desc: str, show: bool):
-        self.dataset = dataset
-        self.sampling_rate = sampling_rate
-        self.skips = skips
-        self.recordings: list[Recording] = []
-        cached = 0
-        for index in tqdm(range(dataset.num_rows), desc=desc, disable=not show, unit="rec"):
-            decoded = decode_example(dataset[index], skips, sampling_rate, index=index)
-            if decoded is None:
-                continue
-            audio = decoded["input_values"]
-            keep = cached + audio.nbytes <= cache_bytes
-            cached += audio.nbytes if keep else 0
-            self.recordings.append(
-                Recording(
-                    index=index,
-                    num_samples=len(audio),
-                    text=decoded["text"],
-                    words=decoded["words"],
-                    word_starts=decoded["word_starts"],
-                    word_ends=decoded["word_ends"],
-                    audio=audio if keep else None,
-                )
-            )
-        if not self.recordings:
-            raise ValueError(f"No usable recordings in the {desc!r} data. {skips.report()}")
-
-    def __len__(self) -> int:
-        return len(self.recordings)
-
-    def audio(self, recording: Recording) -> np.ndarray:
-        if recording.audio is not None:
-            return recording.audio
-        decoded = decode_example(self.dataset[recording.index], SkipCounter(), self.sampling_rate)
-        return decoded["input_values"]
-
-    def pair_kwargs(self, recording: Recording) -> dict[str, Any]:
-        return {
-            "text": recording.text,
-            "words": recording.words,
-            "word_starts": recording.word_starts,
-            "word_ends": recording.word_ends,
-        }
-
-
-class EpochSampler(Sampler):
-    """
-    Yields `(epoch, draw)` keys: every recording appears once per `window_samples` of its audio, in an order that is a
-    pure function of `(seed, epoch)`, so a resumed run sees exactly the batches of an uninterrupted one.
-    """
-
-    def __init__(self, store: RecordingStore, window_samples: int, seed: int):
-        self.draws = [
-            position
-            for position, recording in enumerate(store.recordings)
-            for _ in range(max(1, round(recording.num_samples / window_samples)))
-        ]
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.draws)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        for draw in torch.randperm(len(self.draws), generator=generator).tolist():
-            yield (self.epoch, draw)
-
-
-class WindowDataset(torch.utils.data.Dataset):
-    """Random training windows: key `(epoch, draw)` -> a `LongFormPair` drawn with a generator seeded by the key."""
-
-    def __init__(self, store: RecordingStore, sampler: LongFormPairSampler, draws: list[int], seed: int):
-        self.store, self.sampler, self.draws, self.seed = store, sampler, draws, seed
-
-    def __len__(self) -> int:
-        return len(self.draws)
-
-    def __getitem__(self, key: tuple[int, int]) -> LongFormPair:
-        epoch, draw = key
-        recording = self.store.recordings[self.draws[draw]]
-        rng = np.random.default_rng([self.seed, epoch, draw])
-        return self.sampler.sample(self.store.audio(recording), rng, **self.store.pair_kwargs(recording))
-
-
-def evaluation_windows(store: RecordingStore, sampler: LongFormPairSampler) -> list[LongFormPair]:
-    """Adjacent windows covering every evaluation recording, keeping those in which words are spoken."""
-    pairs = []
-    for recording in store.recordings:
-        windows = sampler.windows(store.audio(recording), **store.pair_kwargs(recording))
-        pairs.extend(pair for pair in windows if pair.texts[0].strip())
-    return pairs
-
-
-def collate_pairs(
-    pairs: list[LongFormPair], processor: VattProcessor, max_text_length: int
-) -> dict[str, torch.Tensor]:
-    """Model inputs of training or evaluation pairs; the audio goes through the feature extractor as at inference."""
-    batch = collate_long_form_pairs(pairs, processor.tokenizer, max_text_length)
-    feature_extractor = processor.feature_extractor
-    audio = [pair.input_values[: int(pair.audio_attention_mask.sum())] for pair in pairs]
-    features = feature_extractor(
-        audio,
-        sampling_rate=feature_extractor.sampling_rate,
-        padding="max_length",
-        max_length=batch["input_values"].shape[1],
-        return_tensors="pt",
-    )
-    batch.update(features)
-    return batch
-
-
 def collate_recordings(
     items: list[tuple[np.ndarray, str]], processor: VattProcessor, sampling_rate: int
 ) -> dict[str, torch.Tensor]:
@@ -394,21 +248,29 @@ def check_window(window_samples: int, config: VattConfig) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """`base` updated by `overrides`, merging (one level deep) the sub-config dicts both define."""
-    merged = dict(base)
+def load_pretrained_model(path: str, overrides: dict[str, Any]) -> VattForContrastivePretraining:
+    """A saved model with `overrides` applied to its config before loading, so the config it saves describes its
+    weights. Overrides that change the architecture (any weight missing, unexpected or of another shape) are refused."""
+    config = VattConfig.from_pretrained(path)
     for key, value in overrides.items():
-        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
-        merged[key] = {**merged[key], **value} if both_dicts else value
-    return merged
-
-
-def preset_config(name: str, overrides: dict[str, Any]) -> VattConfig:
-    """`VattConfig` of a named preset (the library's or this script's) with dict overrides merged in."""
-    if name in SCRIPT_PRESETS:
-        name, base = SCRIPT_PRESETS[name]
-        overrides = merge_overrides(base, overrides)
-    return VattConfig.from_preset(name, **overrides)
+        target, fields = (getattr(config, key, None), value) if isinstance(value, dict) else (config, {key: value})
+        if not isinstance(target, PreTrainedConfig):
+            raise ValueError(f"--config_overrides: {key!r} is not a sub-config of {path}.")
+        for name, field_value in fields.items():
+            if not hasattr(target, name):
+                raise ValueError(f"--config_overrides: {type(target).__name__} has no field {name!r}.")
+            setattr(target, name, field_value)
+    model, info = VattForContrastivePretraining.from_pretrained(
+        path, config=config, dtype=torch.float32, ignore_mismatched_sizes=True, output_loading_info=True
+    )
+    changed = sorted(info["missing_keys"] | info["unexpected_keys"] | {key for key, *_ in info["mismatched_keys"]})
+    if changed:
+        raise ValueError(
+            f"--config_overrides {json.dumps(overrides)} changes the architecture of {path} ({len(changed)} weights "
+            f"differ, e.g. {changed[0]}); only options that keep the weights (dropout, DropToken, loss, ...) can be "
+            "overridden on a loaded model."
+        )
+    return model
 
 
 def build_model_and_processor(
@@ -416,21 +278,15 @@ def build_model_and_processor(
 ) -> tuple[VattForContrastivePretraining, VattProcessor]:
     overrides = json.loads(args.config_overrides) if args.config_overrides else {}
     if args.model_name_or_path:
-        model = VattForContrastivePretraining.from_pretrained(args.model_name_or_path, dtype=torch.float32)
+        model = load_pretrained_model(args.model_name_or_path, overrides)
         processor = AutoProcessor.from_pretrained(args.model_name_or_path)
-        for key, value in overrides.items():
-            sub_config = getattr(model.config, key)
-            for name, sub_value in value.items() if isinstance(value, dict) else ():
-                setattr(sub_config, name, sub_value)
-            if not isinstance(value, dict):
-                setattr(model.config, key, value)
     else:
         # The vocabulary comes from the training transcripts only: held-out text never leaks into the model.
         tokenizer = VattTokenizer.from_corpus(
             train_texts, vocab_size=args.vocab_size, min_frequency=args.min_word_frequency
         )
         text_overrides = {**overrides.get("text_config", {}), "vocab_size": len(tokenizer)}
-        config = preset_config(args.model_preset, {**overrides, "text_config": text_overrides})
+        config = VattConfig.from_preset(args.model_preset, **{**overrides, "text_config": text_overrides})
         model = VattForContrastivePretraining(config)
         if args.word_vectors == "char_ngram":
             word_table = model.text_model.get_input_embeddings().weight
@@ -448,6 +304,20 @@ def build_model_and_processor(
     if args.drop_token_rate is not None:
         model.config.audio_config.drop_token_rate = args.drop_token_rate
     return model, processor
+
+
+def contrastive_loss(model, batch: dict[str, torch.Tensor], accelerator: Accelerator) -> torch.Tensor:
+    """The loss of a training batch with the negatives of every process (gathered with their gradients)."""
+    output = model(**batch)
+    unwrapped = accelerator.unwrap_model(model)
+    return vatt_contrastive_loss(
+        output.audio_embeds,
+        output.text_embeds,
+        unwrapped.logit_scale,
+        unwrapped.config.loss_type,
+        batch["text_candidate_mask"],
+        gather=accelerator.num_processes > 1,
+    )
 
 
 def create_optimizer(model: torch.nn.Module, args: argparse.Namespace) -> torch.optim.Optimizer:
@@ -607,6 +477,45 @@ def resolve_checkpoint(value: str, checkpoint_root: Path) -> Path | None:
     return checkpoints[-1][1] if checkpoints else None
 
 
+def check_output_dir(args: argparse.Namespace) -> None:
+    """Refuses to start a new run in a folder holding another run (its checkpoints would mix with the new ones)."""
+    output_dir = Path(args.output_dir)
+    if args.resume_from_checkpoint or args.overwrite_output_dir or not output_dir.is_dir():
+        return
+    if any(output_dir.iterdir()):
+        raise ValueError(
+            f"--output_dir {output_dir} is not empty: it holds another run. Resume that run with "
+            "--resume_from_checkpoint, start over with --overwrite_output_dir, or choose another folder."
+        )
+
+
+def save_atomically(output_dir: Path, save: Callable[[Path], None]) -> None:
+    """Runs `save(folder)` into a temporary folder beside the target, then moves the files in with `config.json`
+    last, after removing the old one: an interrupted save leaves the old model or no `config.json` (which fails to
+    load), never a new config beside old weights or a truncated file."""
+    temporary = output_dir / ".final.tmp"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    save(temporary)
+    (output_dir / "config.json").unlink(missing_ok=True)
+    written = {path.name for path in temporary.iterdir()}
+    for stale in (path for pattern in WEIGHT_FILE_PATTERNS for path in output_dir.glob(pattern)):
+        if stale.name not in written:
+            stale.unlink()  # e.g. an older single-file model beside new shards would be loaded in their place
+    for path in sorted(temporary.iterdir(), key=lambda path: path.name == "config.json"):
+        os.replace(path, output_dir / path.name)
+    temporary.rmdir()
+
+
+def tracked_hyperparameters(args: argparse.Namespace) -> dict[str, int | float | str | bool]:
+    """The scalar arguments for the experiment tracker, without secrets (they would land in `runs/` in plain text)."""
+    return {
+        key: value
+        for key, value in vars(args).items()
+        if isinstance(value, (int, float, str, bool)) and key not in SECRET_ARGUMENTS
+    }
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs: plots, card, Hub
 # ----------------------------------------------------------------------------------------------------------------------
@@ -728,6 +637,7 @@ def push_output_to_hub(
 def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, float]:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
+    check_output_dir(args)  # on every process before any of them writes
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
@@ -739,7 +649,11 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     logger.info(accelerator.state)
     set_seed(args.seed)
     if accelerator.is_main_process:
+        if args.overwrite_output_dir:
+            for folder in ("checkpoints", "runs"):
+                shutil.rmtree(output_dir / folder, ignore_errors=True)
         output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
 
     skips = SkipCounter()
     raw, data_name = load_raw_data(args, accelerator, skips)
@@ -747,7 +661,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     model, processor = build_model_and_processor(args, train_texts)
     audio_config = model.config.audio_config
     sampling_rate, patch = audio_config.sampling_rate, audio_config.patch_size
-    default_window = audio_config.window_patches * patch / sampling_rate
+    default_window = audio_config.window_length * patch / sampling_rate
     window_seconds = args.window_seconds or default_window
     args.window_samples = max(1, round(window_seconds * sampling_rate / patch)) * patch
     check_window(args.window_samples, model.config)
@@ -756,36 +670,41 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
 
     show = accelerator.is_local_main_process
     cache = args.audio_cache_gb * 2**30
-    train_store = RecordingStore(raw["train"], sampling_rate, skips, cache, "train", show)
-    eval_raw = raw["validation"]
-    if args.max_eval_recordings:
-        eval_raw = eval_raw.select(range(min(args.max_eval_recordings, eval_raw.num_rows)))
-    eval_store = RecordingStore(eval_raw, sampling_rate, skips, cache, "validation", show)
-    test_store = None
-    if "test" in raw:
-        test_raw = raw["test"]
-        if args.max_eval_recordings:
-            test_raw = test_raw.select(range(min(args.max_eval_recordings, test_raw.num_rows)))
-        test_store = RecordingStore(test_raw, sampling_rate, skips, cache, "test", show)
+
+    def recordings(split: str) -> LongFormRecordings:
+        data = raw[split]
+        if split != "train" and args.max_eval_recordings:
+            data = data.select(range(min(args.max_eval_recordings, data.num_rows)))
+        return LongFormRecordings(data, sampling_rate, skips, cache, name=split, show_progress=show)
+
+    # Every split is decoded and checked here, so bad evaluation data stops the run before training, not after.
+    train_recordings, eval_recordings = recordings("train"), recordings("validation")
+    test_recordings = recordings("test") if "test" in raw else None
 
     pair_sampler = LongFormPairSampler(
         window_samples=args.window_samples,
         sampling_rate=sampling_rate,
         num_neighbor_segments=args.num_text_candidates - 1,
     )
-    epoch_sampler = EpochSampler(train_store, args.window_samples, args.seed)
-    if len(epoch_sampler) < args.per_device_train_batch_size * accelerator.num_processes:
+    train_dataset = LongFormPairDataset(train_recordings, pair_sampler, args.seed)
+    epoch_sampler = LongFormEpochSampler(train_dataset, args.seed)
+    if len(train_dataset) < args.per_device_train_batch_size * accelerator.num_processes:
         raise ValueError(
-            f"The training data gives {len(epoch_sampler)} windows per epoch, fewer than one global batch of "
+            f"The training data gives {len(train_dataset)} windows per epoch, fewer than one global batch of "
             f"{args.per_device_train_batch_size * accelerator.num_processes}; lower --per_device_train_batch_size."
         )
-    collate = partial(collate_pairs, processor=processor, max_text_length=args.max_text_length)
+    collate = partial(
+        collate_long_form_pairs,
+        tokenizer=processor.tokenizer,
+        max_text_length=args.max_text_length,
+        feature_extractor=processor.feature_extractor,
+    )
     loader_kwargs = {
         "num_workers": args.preprocessing_num_workers,
         "generator": torch.Generator().manual_seed(args.seed),
     }
     train_dataloader = DataLoader(
-        WindowDataset(train_store, pair_sampler, epoch_sampler.draws, args.seed),
+        train_dataset,
         sampler=epoch_sampler,
         batch_size=args.per_device_train_batch_size,
         collate_fn=collate,
@@ -794,20 +713,20 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     )
     eval_window_sampler = LongFormPairSampler(window_samples=args.window_samples, sampling_rate=sampling_rate)
 
-    def make_eval_set(store: RecordingStore) -> EvalSet:
-        windows = evaluation_windows(store, eval_window_sampler)
+    def make_eval_set(split: LongFormRecordings) -> EvalSet:
+        windows = split.windows(eval_window_sampler)
         window_loader = DataLoader(
             windows, batch_size=args.per_device_eval_batch_size, collate_fn=collate, **loader_kwargs
         )
-        long_ones = [r for r in store.recordings if r.num_samples > args.window_samples]
+        long_ones = [r for r in split if r.num_samples > args.window_samples]
         recording_loader = None
         if len(long_ones) >= 2:
-            items = [(store.audio(r), r.text) for r in long_ones]
+            items = [(split.audio(r), r.text) for r in long_ones]
             recording_collate = partial(collate_recordings, processor=processor, sampling_rate=sampling_rate)
             recording_loader = DataLoader(items, batch_size=1, collate_fn=recording_collate, **loader_kwargs)
         return EvalSet(window_loader, recording_loader, len(windows), len(long_ones))
 
-    eval_set, test_set = make_eval_set(eval_store), test_store and make_eval_set(test_store)
+    eval_set, test_set = make_eval_set(eval_recordings), test_recordings and make_eval_set(test_recordings)
 
     optimizer = create_optimizer(model, args)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
@@ -832,8 +751,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     )
 
     if args.with_tracking:
-        tracked = {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("vatt_pretraining", tracked)
+        accelerator.init_trackers("vatt_pretraining", tracked_hyperparameters(args))
 
     metric = load_retrieval_metric(keep_in_memory=True) if accelerator.is_main_process else None
     checkpoint_root = output_dir / "checkpoints"
@@ -852,12 +770,15 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
 
     logger.info("***** Running VATT pretraining *****")
     logger.info(
-        "  Recordings: %d train, %d eval (%d windows)", len(train_store), len(eval_store), eval_set.num_windows
+        "  Recordings: %d train, %d eval (%d windows)",
+        len(train_recordings),
+        len(eval_recordings),
+        eval_set.num_windows,
     )
     logger.info(
         "  Window: %.2f s, %d text candidate(s)", args.window_samples / sampling_rate, args.num_text_candidates
     )
-    logger.info("  Windows per epoch = %d, epochs = %d", len(epoch_sampler), num_epochs)
+    logger.info("  Windows per epoch = %d, epochs = %d", len(train_dataset), num_epochs)
     logger.info("  Global batch = %d, optimisation steps = %d", args.global_batch_size, args.max_train_steps)
     progress = tqdm(range(args.max_train_steps), disable=not show, desc="training", initial=completed_steps)
 
@@ -878,7 +799,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
             batches = accelerator.skip_first_batches(train_dataloader, resume_batches)
         for batch in batches:
             with accelerator.accumulate(model):
-                loss = model(**batch, return_loss=True).loss
+                loss = contrastive_loss(model, batch, accelerator)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients and args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
@@ -927,6 +848,20 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
             break
     progress.close()
 
+    # The model is saved before the final evaluation, so a failing evaluation cannot lose the trained model.
+    accelerator.wait_for_everyone()
+    state_dict = accelerator.get_state_dict(model)
+    unwrapped = accelerator.unwrap_model(model)
+    if accelerator.is_main_process:
+
+        def save(folder: Path) -> None:
+            unwrapped.save_pretrained(str(folder), state_dict=state_dict)
+            processor.save_pretrained(str(folder))
+
+        save_atomically(output_dir, save)
+        logger.info("Saved the final model to %s", output_dir)
+    accelerator.wait_for_everyone()
+
     results, similarity = run_eval(completed_steps, "validation")
     final = {f"validation/{key}": value for key, value in (results or {}).items()}
     if test_set is not None:
@@ -938,13 +873,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         accelerator.log({f"final/{k}": v for k, v in final.items()}, step=completed_steps)
         accelerator.end_training()
 
-    accelerator.wait_for_everyone()
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.save_pretrained(
-        str(output_dir), is_main_process=accelerator.is_main_process, state_dict=accelerator.get_state_dict(model)
-    )
     if accelerator.is_main_process:
-        processor.save_pretrained(str(output_dir))
         plot_loss_curve(loss_history, output_dir / "loss_curve.png")
         plot_similarity(similarity, output_dir / "similarity_matrix.png")
         summary = {

@@ -349,14 +349,20 @@ def read_audio_span(
     return np.ascontiguousarray(mono[offset : offset + min(num_samples, available)], dtype=np.float32)
 
 
+def example_name(example: dict[str, Any], index: int | None = None) -> str:
+    """How a skipped row is named in reports: `row <index> (<audio path>)`."""
+    audio = example["audio"]
+    path = audio.get("path") if isinstance(audio, dict) else str(audio)
+    return " ".join(part for part in (f"row {index}" if index is not None else "", path and f"({path})") if part)
+
+
 def decode_example(
     example: dict[str, Any], skips: SkipCounter, sampling_rate: int = DEFAULT_SAMPLING_RATE, index: int | None = None
 ) -> dict[str, Any] | None:
     """Decodes one standard row into `{"input_values", "text", "words", "word_starts", "word_ends"}`, or returns None
     after counting the reason when its audio is unreadable or empty or its transcript is empty."""
     audio = example["audio"]
-    path = audio.get("path") if isinstance(audio, dict) else str(audio)
-    item = " ".join(part for part in (f"row {index}" if index is not None else "", path and f"({path})") if part)
+    item = example_name(example, index)
     text = " ".join(str(example.get("text") or "").split())
     if not text:
         skips.add("empty transcript", item)

@@ -11,18 +11,24 @@ candidates are left empty.
 Recordings shorter than the window follow the feature extractor's `pad_mode`: `"zeros"` pads with silence marked 0 in
 `audio_attention_mask`; `"loop"` tiles the recording to fill the window (all marked real) and pairs it with the whole
 transcript.
+
+For training, `LongFormRecordings` decodes and checks a split once, `LongFormPairDataset` draws pairs keyed by
+`(epoch, draw)` and `LongFormEpochSampler` orders the keys; `collate_long_form_pairs` makes model inputs
+(`examples/run_pretraining.py` uses all four).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from .data import AudioDecodeError, SkipCounter, audio_frames, read_audio_span
-from .feature_extraction_vatt import resampled_length
+from .data import SkipCounter, decode_audio, decode_example, example_name, read_audio_span
 
 DEFAULT_WINDOW_SAMPLES = 1200 * 128
 DEFAULT_SAMPLING_RATE = 48_000
@@ -231,55 +237,178 @@ class LongFormPairSampler:
         ]
 
 
-class LongFormPairDataset(torch.utils.data.Dataset):
-    """Map-style training pairs from a standard speech dataset (columns `audio` with `Audio(decode=False)`, `text`,
-    optional `words`/`word_starts`/`word_ends`, as the `modeling_vatt.data` loaders return).
+def word_timing_problem(
+    text: str,
+    words: Sequence[str] | None,
+    word_starts: Sequence[float] | None,
+    word_ends: Sequence[float] | None,
+    duration: float,
+) -> str | None:
+    """Why a recording's word timings cannot be paired with its `duration` seconds of audio (a skip reason), or None.
 
-    Item `i` draws a window from recording `i` with a generator seeded by `(seed, epoch, i)`, so the pairs do not depend
-    on worker or process layout and a resumed run sees the same pairs. Only the window is decoded (a seek into the
-    file, soxr to `sampler.sampling_rate`). Rows with unreadable or empty audio or an empty transcript are checked once
-    when the dataset is built, skipped and counted in `skips`.
+    Untimed recordings are fine (they get proportional timings). Timed ones need one start and end per word and every
+    word midpoint inside the audio (with one sample of resampling slack), else windows would pair audio with no words,
+    e.g. for timings written in milliseconds.
+    """
+    if word_starts is None or word_ends is None:
+        return None
+    words = text.split() if words is None else words
+    if not len(words) == len(word_starts) == len(word_ends):
+        return "word timings of a different length than the words"
+    midpoints = (np.asarray(word_starts, dtype=np.float64) + np.asarray(word_ends, dtype=np.float64)) / 2
+    if not len(midpoints) or not ((midpoints >= 0) & (midpoints <= duration)).all():
+        return "word timings outside the audio"
+    return None
+
+
+@dataclass
+class LongFormRecording:
+    """One usable recording of a `LongFormRecordings` split: its length, transcript (with word timings when known) and
+    decoded audio (None when beyond the cache budget)."""
+
+    row: int
+    num_samples: int
+    text: str
+    words: list[str] | None
+    word_starts: list[float] | None
+    word_ends: list[float] | None
+    audio: np.ndarray | None
+
+    @property
+    def transcript(self) -> dict[str, Any]:
+        """The transcript arguments of the `LongFormPairSampler` methods."""
+        return {"text": self.text, "words": self.words, "word_starts": self.word_starts, "word_ends": self.word_ends}
+
+
+class LongFormRecordings:
+    """The usable recordings of a standard speech dataset (columns `audio` with `Audio(decode=False)`, `text`, optional
+    `words`/`word_starts`/`word_ends`, as the `modeling_vatt.data` loaders return), decoded once up front at
+    `sampling_rate`.
+
+    Rows with unreadable or empty audio, an empty transcript or word timings that do not fit the audio are skipped and
+    counted in `skips` (with their row and file). Up to `cache_bytes` of decoded audio is kept in memory; the rest is
+    read from the file again when needed.
     """
 
-    def __init__(self, dataset, sampler: LongFormPairSampler, seed: int = 0, skips: SkipCounter | None = None):
+    def __init__(
+        self,
+        dataset,
+        sampling_rate: int,
+        skips: SkipCounter | None = None,
+        cache_bytes: float = math.inf,
+        name: str = "data",
+        show_progress: bool = False,
+    ):
         self.dataset = dataset
-        self.sampler = sampler
-        self.seed = seed
-        self.epoch = 0
+        self.sampling_rate = sampling_rate
         self.skips = skips if skips is not None else SkipCounter()
-        self.rows, self.num_samples = [], []
-        for index, row in enumerate(dataset.select_columns(["audio", "text"])):
-            audio, text = row["audio"], row["text"]
-            item = f"row {index} ({audio.get('path')})"
-            if not str(text or "").strip():
-                self.skips.add("empty transcript", item)
+        self.recordings: list[LongFormRecording] = []
+        cached = 0
+        for row in tqdm(range(dataset.num_rows), desc=name, disable=not show_progress, unit="rec"):
+            example = dataset[row]
+            decoded = decode_example(example, self.skips, sampling_rate, index=row)
+            if decoded is None:
                 continue
-            try:
-                frames, rate = audio_frames(audio)
-            except AudioDecodeError as error:
-                self.skips.add(error.reason, item)
+            audio = decoded.pop("input_values")
+            problem = word_timing_problem(**decoded, duration=len(audio) / sampling_rate)
+            if problem is not None:
+                self.skips.add(problem, example_name(example, row))
                 continue
-            self.rows.append(index)
-            self.num_samples.append(resampled_length(frames, rate, sampler.sampling_rate))
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+            keep = cached + audio.nbytes <= cache_bytes
+            cached += audio.nbytes if keep else 0
+            self.recordings.append(LongFormRecording(row, len(audio), **decoded, audio=audio if keep else None))
+        if not self.recordings:
+            raise ValueError(f"No usable recordings in the {name!r} data. {self.skips.report()}")
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.recordings)
 
-    def __getitem__(self, index: int) -> LongFormPair:
-        row = self.dataset[self.rows[index]]
-        timings = {name: row.get(name) for name in ("words", "word_starts", "word_ends")}
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        num_samples = self.num_samples[index]
-        start = self.sampler.draw_start(num_samples, rng, row["text"], **timings)
-        piece = read_audio_span(row["audio"], start, self.sampler.window_samples, self.sampler.sampling_rate)
-        return self.sampler.pair_for_window(piece, start, num_samples, row["text"], **timings)
+    def __getitem__(self, position: int) -> LongFormRecording:
+        return self.recordings[position]
+
+    def audio(self, recording: LongFormRecording) -> np.ndarray:
+        """The whole decoded recording."""
+        if recording.audio is not None:
+            return recording.audio
+        return decode_audio(self.dataset[recording.row]["audio"], self.sampling_rate)
+
+    def audio_span(self, recording: LongFormRecording, start_sample: int, num_samples: int) -> np.ndarray:
+        """Samples `[start_sample, start_sample + num_samples)` of a recording (only those are read when uncached)."""
+        if recording.audio is not None:
+            return recording.audio[start_sample : start_sample + num_samples]
+        return read_audio_span(self.dataset[recording.row]["audio"], start_sample, num_samples, self.sampling_rate)
+
+    def windows(self, sampler: LongFormPairSampler) -> list[LongFormPair]:
+        """Adjacent windows covering every recording in order, keeping those in which words are spoken (evaluation)."""
+        pairs = []
+        for recording in self.recordings:
+            windows = sampler.windows(self.audio(recording), **recording.transcript)
+            pairs.extend(pair for pair in windows if pair.texts[0].strip())
+        return pairs
+
+
+class LongFormPairDataset(torch.utils.data.Dataset):
+    """Random training pairs from `LongFormRecordings`, keyed by `(epoch, draw)` (see `LongFormEpochSampler`).
+
+    Every recording gets one draw per window length of its audio (at least one), so an epoch sees each recording about
+    once per window it holds. Key `(epoch, draw)` draws a window with a generator seeded by `(seed, epoch, draw)`:
+    the pairs depend neither on worker or process layout nor on interruptions, so a resumed run sees the same pairs.
+    """
+
+    def __init__(self, recordings: LongFormRecordings, sampler: LongFormPairSampler, seed: int = 0):
+        if recordings.sampling_rate != sampler.sampling_rate:
+            raise ValueError(
+                f"The recordings are decoded at {recordings.sampling_rate} Hz but the sampler counts windows at "
+                f"{sampler.sampling_rate} Hz."
+            )
+        self.recordings = recordings
+        self.sampler = sampler
+        self.seed = seed
+        self.draws = [
+            position
+            for position, recording in enumerate(recordings)
+            for _ in range(max(1, round(recording.num_samples / sampler.window_samples)))
+        ]
+
+    def __len__(self) -> int:
+        return len(self.draws)
+
+    def __getitem__(self, key: tuple[int, int]) -> LongFormPair:
+        epoch, draw = key
+        recording = self.recordings[self.draws[draw]]
+        rng = np.random.default_rng([self.seed, epoch, draw])
+        start = self.sampler.draw_start(recording.num_samples, rng, **recording.transcript)
+        piece = self.recordings.audio_span(recording, start, self.sampler.window_samples)
+        return self.sampler.pair_for_window(piece, start, recording.num_samples, **recording.transcript)
+
+
+class LongFormEpochSampler(torch.utils.data.Sampler):
+    """Yields the `(epoch, draw)` keys of a `LongFormPairDataset` in an order that is a pure function of
+    `(seed, epoch)`, so a resumed run sees exactly the batches of an uninterrupted one.
+
+    Set the `epoch` attribute before each epoch. (It has no `set_epoch` method on purpose: 🤗 Accelerate would call
+    that with its own count of iterations, which restarts when a resumed run skips batches.)
+    """
+
+    def __init__(self, dataset: LongFormPairDataset, seed: int = 0):
+        self.num_draws = len(dataset)
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.num_draws
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        for draw in torch.randperm(self.num_draws, generator=generator).tolist():
+            yield (self.epoch, draw)
 
 
 def collate_long_form_pairs(
-    pairs: Sequence[LongFormPair], tokenizer: Callable, max_text_length: int | None = None
+    pairs: Sequence[LongFormPair],
+    tokenizer: Callable,
+    max_text_length: int | None = None,
+    feature_extractor: Callable | None = None,
 ) -> dict[str, torch.Tensor]:
     """Stacks pairs into model inputs.
 
@@ -287,7 +416,9 @@ def collate_long_form_pairs(
     `attention_mask [B*K, L]` (row `b*K + k` is candidate `k` of pair `b`), and `text_candidate_mask [B, K]` (1 where
     the candidate text is non-empty; empty candidates are still tokenized, e.g. to special tokens only, and must be
     excluded from the loss with this mask). `tokenizer(texts, padding=True, return_tensors="pt", ...)` must return
-    `input_ids` and `attention_mask`, as transformers tokenizers do.
+    `input_ids` and `attention_mask`, as transformers tokenizers do. With a `feature_extractor` (a
+    `VattFeatureExtractor`), the real samples of each window go through it as audio does at inference (e.g. per-clip
+    normalisation) and are padded to the window again; without one the windows are stacked as they are.
     """
     if not pairs:
         raise ValueError("Cannot collate an empty list of pairs.")
@@ -300,9 +431,21 @@ def collate_long_form_pairs(
     texts = [text for pair in pairs for text in pair.texts]
     truncation = {"truncation": True, "max_length": max_text_length} if max_text_length is not None else {}
     encoded = tokenizer(texts, padding=True, return_tensors="pt", **truncation)
+    if feature_extractor is None:
+        audio = {
+            "input_values": torch.from_numpy(np.stack([pair.input_values for pair in pairs])),
+            "audio_attention_mask": torch.from_numpy(np.stack([pair.audio_attention_mask for pair in pairs])),
+        }
+    else:
+        audio = feature_extractor(
+            [pair.input_values[: int(pair.audio_attention_mask.sum())] for pair in pairs],
+            sampling_rate=feature_extractor.sampling_rate,
+            padding="max_length",
+            max_length=lengths.pop(),
+            return_tensors="pt",
+        )
     return {
-        "input_values": torch.from_numpy(np.stack([pair.input_values for pair in pairs])),
-        "audio_attention_mask": torch.from_numpy(np.stack([pair.audio_attention_mask for pair in pairs])),
+        **audio,
         "input_ids": encoded["input_ids"],
         "attention_mask": encoded["attention_mask"],
         "text_candidate_mask": torch.tensor([[int(bool(text.strip())) for text in pair.texts] for pair in pairs]),

@@ -1,4 +1,7 @@
-"""Training pairs from long recordings: word alignment, neighbours, fallbacks, short clips and collation."""
+"""Training pairs from long recordings: word alignment, neighbours, fallbacks, short clips, bad rows, keyed draws and
+collation."""
+
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,11 +11,15 @@ from datasets import Audio, Dataset
 from torch.utils.data import DataLoader
 
 from modeling_vatt.data import SkipCounter, decode_audio
+from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
 from modeling_vatt.long_form import (
+    LongFormEpochSampler,
     LongFormPairDataset,
     LongFormPairSampler,
+    LongFormRecordings,
     collate_long_form_pairs,
     text_for_span,
+    word_timing_problem,
     words_in_span,
 )
 from modeling_vatt.tokenization_vatt import VattTokenizer
@@ -144,40 +151,85 @@ def test_collate_shapes_and_masks():
 
 @pytest.fixture
 def recordings(tmp_path):
-    """Two 16 kHz recordings of 10 s and 0.5 s with word timings, a broken file and an empty transcript."""
+    """16 kHz recordings of 10 s and 0.5 s with word timings, a broken file, an empty transcript and a recording whose
+    timings are in milliseconds (all beyond its audio)."""
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "long.flac", rng.uniform(-0.5, 0.5, 160000), 16000)
     sf.write(tmp_path / "short.flac", rng.uniform(-0.5, 0.5, 8000), 16000)
     (tmp_path / "broken.flac").write_bytes(b"nope")
+    names = ("long.flac", "broken.flac", "short.flac", "long.flac", "long.flac")
     dataset = Dataset.from_dict(
         {
-            "audio": [str(tmp_path / name) for name in ("long.flac", "broken.flac", "short.flac", "long.flac")],
-            "text": [" ".join(WORDS), "w1", "w1 w2", ""],
-            "words": [WORDS, ["w1"], ["w1", "w2"], []],
-            "word_starts": [STARTS, [0.0], [0.0, 0.2], []],
-            "word_ends": [ENDS, [0.1], [0.2, 0.4], []],
+            "audio": [str(tmp_path / name) for name in names],
+            "text": [" ".join(WORDS), "w1", "w1 w2", "", " ".join(WORDS)],
+            "words": [WORDS, ["w1"], ["w1", "w2"], [], WORDS],
+            "word_starts": [STARTS, [0.0], [0.0, 0.2], [], [1000 * start for start in STARTS]],
+            "word_ends": [ENDS, [0.1], [0.2, 0.4], [], [1000 * end for end in ENDS]],
         }
     )
     return dataset.cast_column("audio", Audio(decode=False))
 
 
-def test_pair_dataset_decodes_only_the_window(recordings):
-    sampler = LongFormPairSampler(window_samples=96000, num_neighbor_segments=1)  # 2 s at 48 kHz
+def test_recordings_skip_and_name_bad_rows(recordings):
     skips = SkipCounter()
-    pairs = LongFormPairDataset(recordings, sampler, seed=3, skips=skips)
-    assert len(pairs) == 2 and skips.counts == {"unreadable audio": 1, "empty transcript": 1}
+    split = LongFormRecordings(recordings, 48000, skips)
+    assert [recording.row for recording in split] == [0, 2]
+    assert skips.counts == {"unreadable audio": 1, "empty transcript": 1, "word timings outside the audio": 1}
+    assert f"row 4 ({recordings[4]['audio']['path']})" in skips.report()
+    assert word_timing_problem("a b", None, [0.0, 1.0], [0.5, 1.5], duration=2.0) is None
+    assert (
+        word_timing_problem("a b", None, [0.0], [0.5], duration=2.0)
+        == "word timings of a different length than the words"
+    )
+    assert word_timing_problem("a b", None, None, None, duration=2.0) is None  # untimed: proportional timings
+    with pytest.raises(ValueError, match=r"(?s)No usable recordings in the 'validation' data.*outside the audio"):
+        LongFormRecordings(recordings.select([4]), 48000, name="validation")
+
+
+def test_pair_dataset_draws_per_window_and_reads_only_the_window_when_uncached(recordings):
+    sampler = LongFormPairSampler(window_samples=96000, num_neighbor_segments=1)  # 2 s at 48 kHz
+    cached = LongFormPairDataset(LongFormRecordings(recordings, 48000), sampler, seed=3)
+    uncached = LongFormPairDataset(LongFormRecordings(recordings, 48000, cache_bytes=0), sampler, seed=3)
+    assert cached.draws == [0, 0, 0, 0, 0, 1]  # one draw per 2 s window of the 10 s recording, one for the short one
     full = decode_audio(recordings[0]["audio"])
-    first = pairs[0]
-    start = round(first.start * 48000)
-    np.testing.assert_allclose(first.input_values, full[start : start + 96000], atol=1e-5)
-    expected = sampler.pair_at(full, start, words=WORDS, word_starts=STARTS, word_ends=ENDS)
-    assert first.texts == expected.texts and first.texts[0]
-    assert pairs[0].start == first.start  # same (seed, epoch, index), same window
-    pairs.set_epoch(1)
-    assert pairs[0].start != first.start
-    short = pairs[1]
+    for key in [(0, 0), (0, 3), (1, 3)]:
+        pair = cached[key]
+        expected = sampler.sample(
+            full, np.random.default_rng([3, *key]), words=WORDS, word_starts=STARTS, word_ends=ENDS
+        )
+        np.testing.assert_array_equal(pair.input_values, expected.input_values)
+        assert pair.texts == expected.texts and pair.texts[0]
+        read = uncached[key]
+        np.testing.assert_allclose(read.input_values, expected.input_values, atol=1e-5)
+        assert read.texts == expected.texts
+    assert cached[(0, 3)].start != cached[(1, 3)].start
+    short = cached[(0, 5)]
     assert short.audio_attention_mask.sum() == 24000 and short.texts == ["w1 w2", ""]
+
+
+def test_epoch_sampler_orders_keys_by_seed_and_epoch(recordings):
+    dataset = LongFormPairDataset(LongFormRecordings(recordings, 48000), LongFormPairSampler(window_samples=96000))
+    sampler = LongFormEpochSampler(dataset, seed=1)
+    first = list(sampler)
+    assert sorted(first) == [(0, draw) for draw in range(6)] and first == list(LongFormEpochSampler(dataset, 1))
+    sampler.epoch = 1
+    second = list(sampler)
+    assert {epoch for epoch, _ in second} == {1} and [draw for _, draw in second] != [draw for _, draw in first]
+
+
+def test_collate_through_the_feature_extractor(recordings):
+    sampler = LongFormPairSampler(window_samples=96000)
+    dataset = LongFormPairDataset(LongFormRecordings(recordings, 48000), sampler, seed=3)
     tokenizer = VattTokenizer.from_corpus([" ".join(WORDS)])
-    loader = DataLoader(pairs, batch_size=2, collate_fn=lambda batch: collate_long_form_pairs(batch, tokenizer))
+    feature_extractor = VattFeatureExtractor(sampling_rate=48000, do_normalize=True)
+    collate = partial(collate_long_form_pairs, tokenizer=tokenizer, feature_extractor=feature_extractor)
+    loader = DataLoader(dataset, sampler=LongFormEpochSampler(dataset), batch_size=3, collate_fn=collate)
     batch = next(iter(loader))
-    assert batch["input_values"].shape == (2, 96000) and batch["input_ids"].shape[0] == 4
+    assert batch["input_values"].shape == (3, 96000) and batch["input_ids"].shape[0] == 3
+    pairs = [dataset[key] for key in list(LongFormEpochSampler(dataset))[:3]]
+    for row, pair in enumerate(pairs):
+        real = int(pair.audio_attention_mask.sum())
+        assert batch["audio_attention_mask"][row].sum() == real
+        expected = feature_extractor(pair.input_values[:real], sampling_rate=48000, return_tensors="pt")
+        torch.testing.assert_close(batch["input_values"][row, :real], expected["input_values"][0, :real])
+        assert batch["input_values"][row, real:].abs().sum() == 0

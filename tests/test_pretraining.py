@@ -258,6 +258,10 @@ def test_bad_rows_are_skipped_counted_and_reported(tiny_corpus, tmp_path, caplog
         {"audio": str(audio_dir / "empty.wav"), "text": "an empty recording"},
         {"audio": str(audio_dir / "silent_text.wav"), "text": "   "},
     ]
+    # A timed row whose timings were written in milliseconds: every word lies beyond its audio.
+    first = corpus["train"][0]
+    in_milliseconds = {name: [1000 * value for value in first[name]] for name in ("word_starts", "word_ends")}
+    rows.append({**rows[0], "words": first["words"], **in_milliseconds})
     train_file = tmp_path / "train.jsonl"
     train_file.write_text("".join(json.dumps(row) + "\n" for row in rows[:2] + rows[4:]))
     validation_file = tmp_path / "validation.jsonl"
@@ -275,15 +279,129 @@ def test_bad_rows_are_skipped_counted_and_reported(tiny_corpus, tmp_path, caplog
     with caplog.at_level(logging.INFO):
         final = run_pretraining.main(args)
     summary = json.loads((output_dir / "eval_results.json").read_text())
-    assert summary["skipped_rows"] == {"unreadable audio": 1, "empty audio": 1, "empty transcript": 1}
-    assert "Skipped 3 row(s)" in caplog.text
+    assert summary["skipped_rows"] == {
+        "unreadable audio": 1,
+        "empty audio": 1,
+        "empty transcript": 1,
+        "word timings outside the audio": 1,
+    }
+    assert "Skipped 4 row(s)" in caplog.text
+    # The trained model is on disk before the final evaluation can fail.
+    assert caplog.text.index("Saved the final model") < caplog.text.index("validation (step 1)")
     # Two long held-out recordings: scored window by window and as whole recordings against full transcripts.
     assert summary["eval_recordings"] == 2
     assert final["validation/recording/audio_to_text_chance_R@1"] == pytest.approx(0.5)
     assert 0 <= final["validation/window/audio_to_text_R@1"] <= 1
 
-    with pytest.raises(ValueError, match=r"Missing text column 'transcript'.*\['audio', 'text'\]"):
-        run_pretraining.main([*args, "--text_column", "transcript"])
+    with pytest.raises(ValueError, match=r"Missing text column 'transcript'.*\['audio', 'text'"):
+        run_pretraining.main([*args, "--overwrite_output_dir", "--text_column", "transcript"])
+
+
+def test_validation_data_without_usable_windows_stops_the_run_before_training(tiny_corpus, tmp_path):
+    from datasets import load_from_disk
+
+    corpus = load_from_disk(str(tiny_corpus / "dataset"))
+
+    def manifest(split: str, scale: float) -> Path:
+        path = tmp_path / f"{split}.jsonl"
+        with path.open("w") as file:
+            for example in corpus[split]:
+                row = {"audio": str(tiny_corpus / "audio" / f"{example['id']}.flac"), "words": example["words"]}
+                row.update({name: [scale * t for t in example[name]] for name in ("word_starts", "word_ends")})
+                file.write(json.dumps({**row, "text": example["text"]}) + "\n")
+        return path
+
+    output_dir = tmp_path / "out"
+    args = ["--model_preset", "tiny", "--per_device_train_batch_size", "4", "--max_train_steps", "1"]
+    args += ["--train_file", str(manifest("train", 1.0)), "--validation_file", str(manifest("validation", 1000.0))]
+    with pytest.raises(ValueError, match=r"(?s)No usable recordings in the 'validation' data.*outside the audio"):
+        run_pretraining.main([*args, "--output_dir", str(output_dir), "--checkpointing_steps", "1"])
+    assert not (output_dir / "checkpoints").exists()
+
+
+def test_new_run_refuses_a_folder_holding_another_run(tiny_corpus, tmp_path):
+    output_dir = tmp_path / "out"
+    common = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--output_dir", str(output_dir), "--checkpointing_steps"]
+    run_pretraining.main([*common, "1", "--max_train_steps", "3"])
+    assert [step for step, _ in run_pretraining.list_checkpoints(output_dir / "checkpoints")] == [1, 2, 3]
+
+    new_run = [*common, "1", "--max_train_steps", "2", "--checkpoints_total_limit", "1"]
+    with pytest.raises(ValueError, match=r"is not empty: it holds another run.*--overwrite_output_dir"):
+        run_pretraining.main(new_run)
+    run_pretraining.main([*new_run, "--overwrite_output_dir"])
+    # The older run's step-3 checkpoint is gone, so the limit keeps the new run's own checkpoint.
+    assert [step for step, _ in run_pretraining.list_checkpoints(output_dir / "checkpoints")] == [2]
+    history = json.loads((output_dir / "trainer_history.json").read_text())
+    assert [step for step, _ in history["loss"]] == [1, 2]
+
+    run_pretraining.main([*common, "1", "--max_train_steps", "3", "--resume_from_checkpoint", "latest"])
+    history = json.loads((output_dir / "trainer_history.json").read_text())
+    assert [step for step, _ in history["loss"]] == [1, 2, 3]
+    with pytest.raises(SystemExit):
+        run_pretraining.parse_args([*new_run, "--overwrite_output_dir", "--resume_from_checkpoint", "latest"])
+
+
+def test_hub_token_never_reaches_the_tracker_logs(tiny_corpus, tmp_path):
+    output_dir = tmp_path / "tracked"
+    token = "hf_doNotLogThisSecret0123456789"
+    args = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--output_dir", str(output_dir), "--max_train_steps", "1"]
+    run_pretraining.main([*args, "--with_tracking", "--hub_token", token])
+    (hparams,) = (output_dir / "runs").rglob("hparams.yml")
+    assert "learning_rate" in hparams.read_text()
+    logged = [path for path in output_dir.rglob("*") if path.is_file() and token.encode() in path.read_bytes()]
+    assert not logged
+
+
+def test_final_model_is_replaced_atomically(tmp_path):
+    from modeling_vatt import VattConfig, VattForContrastivePretraining
+
+    torch.manual_seed(0)
+    old = VattForContrastivePretraining(VattConfig.from_preset("tiny"))
+    new = VattForContrastivePretraining(VattConfig.from_preset("tiny", projection_dim=16))
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"shard of an even older save")
+    run_pretraining.save_atomically(tmp_path, old.save_pretrained)
+    assert not (tmp_path / "model-00001-of-00002.safetensors").exists()
+
+    def killed_while_saving(folder: Path) -> None:
+        new.save_pretrained(folder)
+        (folder / "model.safetensors").write_bytes(b"")  # the weights were being written
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_pretraining.save_atomically(tmp_path, killed_while_saving)
+    kept = VattForContrastivePretraining.from_pretrained(tmp_path)
+    assert kept.config.projection_dim == 32
+    _assert_same_parameters(dict(kept.state_dict()), dict(old.state_dict()), atol=0)
+
+    run_pretraining.save_atomically(tmp_path, new.save_pretrained)
+    assert VattForContrastivePretraining.from_pretrained(tmp_path).config.projection_dim == 16
+    assert not (tmp_path / ".final.tmp").exists()
+
+
+def test_config_overrides_of_a_loaded_model_keep_config_and_weights_consistent(tmp_path):
+    from modeling_vatt import VattConfig, VattForContrastivePretraining
+    from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
+    from modeling_vatt.processing_vatt import VattProcessor
+    from modeling_vatt.tokenization_vatt import VattTokenizer
+
+    saved = VattForContrastivePretraining(VattConfig.from_preset("tiny"))
+    saved.save_pretrained(tmp_path)
+    VattProcessor(VattFeatureExtractor(), VattTokenizer.from_corpus(["a few words"])).save_pretrained(tmp_path)
+
+    def load(overrides: dict):
+        overrides = json.dumps(overrides)
+        args = run_pretraining.parse_args(["--model_name_or_path", str(tmp_path), "--config_overrides", overrides])
+        return run_pretraining.build_model_and_processor(args, [])[0]
+
+    model = load({"audio_config": {"drop_token_rate": 0.25}, "loss_type": "symmetric"})
+    assert model.config.audio_config.drop_token_rate == 0.25 and model.config.loss_type == "symmetric"
+    _assert_same_parameters(dict(model.state_dict()), dict(saved.state_dict()), atol=0)
+    with pytest.raises(ValueError, match=r"changes the architecture of .*weights differ"):
+        load({"audio_config": {"hidden_size": 32}})
+    with pytest.raises(ValueError, match=r"changes the architecture"):
+        load({"text_config": {"num_hidden_layers": 3}})
+    with pytest.raises(ValueError, match=r"VattAudioConfig has no field 'hidden_sise'"):
+        load({"audio_config": {"hidden_sise": 32}})
 
 
 def test_window_longer_than_position_table_without_windowing_is_refused(tiny_corpus, tmp_path):
