@@ -164,7 +164,7 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
     modality-agnostic model (learned position table with LayerNorm, generic pre-LN layers with biases).
 
     Args:
-        vocab_size: rows of the word table (id 0 is padding).
+        vocab_size: rows of the word table.
         embedding_size: width of the word table (300-d word2vec in the original).
         hidden_size, num_hidden_layers, num_attention_heads, head_dim, intermediate_size, hidden_act, layer_norm_eps,
         hidden_dropout_prob, attention_dropout: as in [`VattAudioConfig`].
@@ -173,6 +173,8 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
         max_position_embeddings: rows of the absolute position table (`"absolute"` only).
         position_interpolation, position_interpolation_length: as in [`VattAudioConfig`] (`"absolute"` only).
         trainable_word_embeddings: train the word table (frozen in the original).
+        pad_token_id: id of the padding token (0, as in the original); without an `attention_mask`, text is masked
+            as `input_ids != pad_token_id`.
         post_projection_size: Linear + GELU to this width after the encoder (modality-agnostic model).
         window_length: tokens per window for transcripts longer than this. `None` (default) never windows the
             relative tower; the absolute tower without interpolation windows at its position table's length.
@@ -224,7 +226,7 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
     position_interpolation_length: str = "unpadded"
     trainable_word_embeddings: bool = False
     post_projection_size: int | None = None
-    pad_token_id: int | None = 0
+    pad_token_id: int = 0
     window_length: int | None = None
     window_overlap: int = 0
 
@@ -232,8 +234,11 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
         _check_choice("position_embedding_type", self.position_embedding_type, ("relative", "absolute"))
         _check_choice("position_interpolation", self.position_interpolation, POSITION_INTERPOLATIONS)
         _check_choice("position_interpolation_length", self.position_interpolation_length, INTERPOLATION_LENGTHS)
-        if self.pad_token_id != 0:
-            raise ValueError("VATT masks text with `input_ids != 0`: `pad_token_id` must be 0.")
+        if not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < self.vocab_size:
+            raise ValueError(
+                f"`pad_token_id` must be a token id in [0, vocab_size={self.vocab_size}): padding is masked as "
+                f"`input_ids != pad_token_id`; got {self.pad_token_id!r}."
+            )
         if (
             self.window_length is None
             and self.position_embedding_type == "absolute"

@@ -908,7 +908,8 @@ class VattAudioModel(VattTowerModel):
 class VattTextModel(VattTowerModel):
     """
     The VATT text tower: the original T5-style encoder (`position_embedding_type="relative"`) or the text path of the
-    modality-agnostic model (`"absolute"`). Id 0 is padding; `attention_mask` defaults to `input_ids != 0`.
+    modality-agnostic model (`"absolute"`). Without an `attention_mask`, text is masked as `input_ids !=
+    config.pad_token_id` (0, as in the original).
     Transcripts longer than `config.window_length` tokens (when set) are encoded window by window.
     """
 
@@ -961,9 +962,9 @@ class VattTextModel(VattTowerModel):
     ) -> VattEncoderOutput:
         r"""
         input_ids (`torch.LongTensor` of shape `(batch_size, length)`):
-            Word ids from [`VattTokenizer`]; 0 is padding.
+            Word ids from [`VattTokenizer`].
         attention_mask (`torch.Tensor` of shape `(batch_size, length)`, *optional*):
-            1 for real tokens; defaults to `input_ids != 0`.
+            1 for real tokens; defaults to `input_ids != config.pad_token_id`.
         windows_per_batch (`int`, *optional*, defaults to 16):
             Windows of a long transcript encoded at once; bounds peak memory and never changes the outputs.
         """

@@ -83,7 +83,8 @@ def test_config_accepts_dicts_and_configs_and_round_trips(tmp_path):
         {"audio_config": {"position_interpolation": "cubic"}},
         {"audio_config": {"drop_token_rate": 1.0}},
         {"audio_config": {"patch_features": "mel"}},
-        {"text_config": {"pad_token_id": 1}},
+        {"text_config": {"pad_token_id": -1}},
+        {"text_config": {"vocab_size": 10, "pad_token_id": 10}},
         {"modality_agnostic": True, "text_config": {"hidden_size": 32}},
     ],
 )
@@ -223,6 +224,22 @@ def test_each_layer_is_recorded_once_whichever_tower_runs_first(config_factory):
             assert len(output.hidden_states) == layers + 1 and len(output.attentions) == layers
     # Hidden state i is the input of layer i: the audio's differ from the text's, which have another length.
     assert audio.hidden_states[1].shape[1] == 41 and text.hidden_states[1].shape[1] == 10
+
+
+def test_text_is_masked_by_the_configured_padding_id():
+    torch.manual_seed(0)
+    model = VattTextModel(VattTextConfig.from_preset("tiny", pad_token_id=7)).eval()
+    ids = _ids(2, 9)
+    ids[ids == 7] = 8
+    ids[0, 5:] = 7
+    output = model(ids)
+    assert output.attention_mask[0].sum() == 6 and output.attention_mask[1].all()
+    torch.testing.assert_close(output.pooler_output[0], model(ids[:1, :5]).pooler_output[0], rtol=1e-5, atol=1e-5)
+
+
+def test_gathered_loss_outside_a_process_group_is_an_error():
+    with pytest.raises(RuntimeError, match="torch.distributed"):
+        vatt_contrastive_loss(torch.randn(2, 4), torch.randn(2, 4), torch.tensor(1.0), gather=True)
 
 
 def test_output_keys_do_not_depend_on_padding(tiny_config):
