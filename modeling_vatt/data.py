@@ -137,10 +137,28 @@ def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             raise ValueError(f"Unsupported manifest type {suffix!r}; use .csv, .tsv, .jsonl or .json.")
         content = file.read()
     if content.lstrip().startswith("["):
-        records = json.loads(content)
+        records = _parse_json(content, path, line_offset=0)
+        bad = next((number for number, record in enumerate(records, start=1) if not isinstance(record, dict)), None)
+        if bad is not None:
+            raise ValueError(f"{path}: item {bad} of the JSON array is not an object with the row's columns.")
     else:
-        records = [json.loads(line) for line in content.splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            record = _parse_json(line, path, line_offset=number - 1)
+            if not isinstance(record, dict):
+                raise ValueError(f"{path}:{number}: expected a JSON object with the row's columns, got {line[:60]!r}.")
+            records.append(record)
     return records, sorted({name for record in records for name in record})
+
+
+def _parse_json(text: str, path: Path, line_offset: int) -> Any:
+    """`json.loads`, with a one-line error naming the file and line of malformed JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}:{error.lineno + line_offset}: not valid JSON ({error.msg}).") from None
 
 
 def load_manifest_file(
