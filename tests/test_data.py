@@ -166,20 +166,22 @@ def test_json_array_manifest_and_bad_timings(clips):
         load_manifest_file(clips / "a.txt")
 
 
-def test_malformed_json_manifests_name_file_and_line(clips):
-    good = json.dumps({"audio": "a.flac", "text": "first clip"})
-    (clips / "m.jsonl").write_text(f"{good}\n\n{{'audio': 'b.wav', 'text': 'single quotes'}}\n")
-    with pytest.raises(ValueError, match=r"m\.jsonl:3: not valid JSON \(Expecting property name"):
-        load_manifest_file(clips / "m.jsonl")
-    (clips / "m.jsonl").write_text(f"{good}\n[1, 2]\n")
-    with pytest.raises(ValueError, match=r"m\.jsonl:2: expected a JSON object"):
-        load_manifest_file(clips / "m.jsonl")
-    (clips / "m.json").write_text(f'[{good},\n{{"audio": "b.wav" "text": "no comma"}}]')
-    with pytest.raises(ValueError, match=r"m\.json:2: not valid JSON"):
-        load_manifest_file(clips / "m.json")
-    (clips / "m.json").write_text(f'[{good}, "b.wav"]')
-    with pytest.raises(ValueError, match=r"m\.json: item 2 of the JSON array is not an object"):
-        load_manifest_file(clips / "m.json")
+GOOD_ROW = json.dumps({"audio": "a.flac", "text": "first clip"})
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("m.jsonl", f"{GOOD_ROW}\n\n{{'audio': 'b.wav'}}\n", r"m\.jsonl:3: not valid JSON \(Expecting property name"),
+        ("m.jsonl", f"{GOOD_ROW}\n[1, 2]\n", r"m\.jsonl:2: expected a JSON object"),
+        ("m.json", f'[{GOOD_ROW},\n{{"audio": "b.wav" "text": "no comma"}}]', r"m\.json:2: not valid JSON"),
+        ("m.json", f'[{GOOD_ROW}, "b.wav"]', r"m\.json: item 2 of the JSON array is not an object"),
+    ],
+)
+def test_malformed_json_manifests_name_file_and_line(clips, name, content, message):
+    (clips / name).write_text(content)
+    with pytest.raises(ValueError, match=message):
+        load_manifest_file(clips / name)
 
 
 def test_read_audio_span_matches_full_decode(tmp_path):
