@@ -46,8 +46,46 @@ class _PresetMixin:
         return cls(**kwargs)
 
 
+# What a modality-agnostic model's towers must agree on to share one encoder.
+SHARED_ENCODER_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size")
+# The transformer sizes of the tiny presets, shared by both towers so that they also fit one shared encoder.
+TINY_ENCODER = {
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "head_dim": 16,
+    "intermediate_size": 128,
+}
+
+
 @strict
-class VattAudioConfig(_PresetMixin, PreTrainedConfig):
+class VattEncoderConfig(_PresetMixin, PreTrainedConfig):
+    """
+    What every VATT transformer has: its sizes, regularisation and long-input windows. [`VattAudioConfig`] and
+    [`VattTextConfig`] add their inputs and defaults; their docstrings describe the fields.
+    """
+
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    head_dim: int = 64
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    hidden_dropout_prob: float = 0.1
+    attention_dropout: float = 0.1
+    post_projection_size: int | None = None
+    window_length: int | None = None
+    window_overlap: int = 0
+
+    @property
+    def output_size(self) -> int:
+        """Width of `pooler_output` / `last_hidden_state`."""
+        return self.post_projection_size or self.hidden_size
+
+
+@strict
+class VattAudioConfig(VattEncoderConfig):
     r"""
     Configuration of the VATT raw-waveform audio tower (WaT): 128-sample patches, a learned position table with its own
     LayerNorm, an AGG token and a pre-LN transformer. `VattAudioConfig()` is WaT-Base.
@@ -97,36 +135,17 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
         "medium": {"hidden_size": 1024, "num_attention_heads": 16, "intermediate_size": 4096},
         "large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096},
         "small": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "intermediate_size": 1536},
-        "tiny": {
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "head_dim": 16,
-            "intermediate_size": 128,
-            "max_position_embeddings": 50,
-        },
+        "tiny": {**TINY_ENCODER, "max_position_embeddings": 50},
     }
 
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    head_dim: int = 64
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
     patch_size: int = 128
     patch_features: str = "waveform"
     max_position_embeddings: int = 1200
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.1
-    attention_dropout: float = 0.1
     drop_token_rate: float = 0.5
     position_interpolation: str = "none"
     position_interpolation_length: str = "unpadded"
     use_pre_projection: bool = False
-    post_projection_size: int | None = None
     sampling_rate: int = 48000
-    window_length: int | None = None
-    window_overlap: int = 0
     long_input_mode: str = "window"
     classifier_head: str = "linear"
     classifier_dropout: float = 0.0
@@ -149,14 +168,9 @@ class VattAudioConfig(_PresetMixin, PreTrainedConfig):
             raise ValueError("`window_overlap` must be smaller than `window_length`.")
         super().__post_init__(**kwargs)
 
-    @property
-    def output_size(self) -> int:
-        """Width of `pooler_output` / `last_hidden_state`."""
-        return self.post_projection_size or self.hidden_size
-
 
 @strict
-class VattTextConfig(_PresetMixin, PreTrainedConfig):
+class VattTextConfig(VattEncoderConfig):
     r"""
     Configuration of the VATT text tower. `position_embedding_type="relative"` (default) is the original
     modality-specific T5-style encoder (frozen word table, AGG token in embedding space, GELU pre-projection, shared
@@ -196,28 +210,15 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
             "intermediate_size": 1024,
             "trainable_word_embeddings": True,
         },
-        "tiny": {
-            "vocab_size": 1000,
-            "embedding_size": 24,
-            "hidden_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "head_dim": 16,
-            "intermediate_size": 128,
-        },
+        "tiny": {"vocab_size": 1000, "embedding_size": 24, **TINY_ENCODER},
     }
 
-    vocab_size: int = 65536
-    embedding_size: int = 300
     hidden_size: int = 512
     num_hidden_layers: int = 6
     num_attention_heads: int = 8
-    head_dim: int = 64
     intermediate_size: int = 2048
-    hidden_act: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    hidden_dropout_prob: float = 0.1
-    attention_dropout: float = 0.1
+    vocab_size: int = 65536
+    embedding_size: int = 300
     position_embedding_type: str = "relative"
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 64
@@ -225,10 +226,7 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
     position_interpolation: str = "spline"
     position_interpolation_length: str = "unpadded"
     trainable_word_embeddings: bool = False
-    post_projection_size: int | None = None
     pad_token_id: int = 0
-    window_length: int | None = None
-    window_overlap: int = 0
 
     def __post_init__(self, **kwargs):
         _check_choice("position_embedding_type", self.position_embedding_type, ("relative", "absolute"))
@@ -248,10 +246,6 @@ class VattTextConfig(_PresetMixin, PreTrainedConfig):
         if self.window_length is not None and not 0 <= self.window_overlap < self.window_length:
             raise ValueError("`window_overlap` must be smaller than `window_length`.")
         super().__post_init__(**kwargs)
-
-    @property
-    def output_size(self) -> int:
-        return self.post_projection_size or self.hidden_size
 
 
 @strict
@@ -356,12 +350,13 @@ class VattConfig(_PresetMixin, PreTrainedConfig):
             self.audio_config, self.text_config = _modality_agnostic_sub_configs(self.audio_config, self.text_config)
         super().__post_init__(**kwargs)
         if self.modality_agnostic:
-            shared = ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size")
-            mismatched = [k for k in shared if getattr(self.audio_config, k) != getattr(self.text_config, k)]
+            mismatched = [
+                k for k in SHARED_ENCODER_SIZES if getattr(self.audio_config, k) != getattr(self.text_config, k)
+            ]
             if mismatched or self.text_config.position_embedding_type != "absolute":
                 raise ValueError(
                     "A modality-agnostic VATT shares one encoder: audio and text must agree on "
-                    f"{mismatched or shared} and the text tower must use absolute positions."
+                    f"{mismatched or SHARED_ENCODER_SIZES} and the text tower must use absolute positions."
                 )
 
 
@@ -371,13 +366,12 @@ def _modality_agnostic_sub_configs(audio_config, text_config) -> tuple[dict, dic
     text = text_config.to_dict() if isinstance(text_config, PreTrainedConfig) else dict(text_config or {})
     audio.setdefault("use_pre_projection", True)
     audio.setdefault("post_projection_size", 1024)
-    encoder_keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size")
     audio_defaults = VattAudioConfig.__dataclass_fields__
-    for key in (*encoder_keys, "hidden_act", "layer_norm_eps", "hidden_dropout_prob", "attention_dropout"):
+    for key in (*SHARED_ENCODER_SIZES, "hidden_act", "layer_norm_eps", "hidden_dropout_prob", "attention_dropout"):
         text.setdefault(key, audio.get(key, audio_defaults[key].default))
     text.setdefault("position_embedding_type", "absolute")
     text.setdefault("post_projection_size", audio["post_projection_size"])
     return audio, text
 
 
-__all__ = ["VattAudioConfig", "VattTextConfig", "VattConfig"]
+__all__ = ["VattEncoderConfig", "VattAudioConfig", "VattTextConfig", "VattConfig"]
