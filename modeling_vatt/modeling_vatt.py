@@ -659,7 +659,13 @@ class VattPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vatt"
     input_modalities = ("audio", "text")
     supports_gradient_checkpointing = True
-    _no_split_modules = ["VattAudioEmbeddings", "VattTextEmbeddings", "VattT5TextEmbeddings", "VattEncoderLayer"]
+    _no_split_modules = [
+        "VattAudioEmbeddings",
+        "VattTextEmbeddings",
+        "VattT5TextEmbeddings",
+        "VattEncoderLayer",
+        "VattT5EncoderLayer",
+    ]
     _supports_sdpa = True
     _supports_attention_backend = False
     _can_record_outputs = {"hidden_states": VattEncoderLayer, "attentions": VattAttention}
