@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
-EXTRAS ?= dev,train,corpus,conversion
+EXTRAS ?= dev,train,corpus,conversion,archive
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint bench install clean
