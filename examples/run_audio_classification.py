@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_vatt import VattForAudioClassification
-from modeling_vatt.data import ensure_splits
+from modeling_vatt.data import SkipCounter, drop_unreadable_audio, ensure_splits
 from modeling_vatt.downstream import (
     ClassificationCollator,
     WindowFeatures,
@@ -128,8 +128,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def load_splits(args: argparse.Namespace):
-    """`train` and `validation` splits with the audio column undecoded (decoded by soundfile in the collator)."""
+def load_splits(args: argparse.Namespace, skips: SkipCounter):
+    """`train` and `validation` splits with the audio column undecoded (decoded by soundfile in the collator), without
+    the rows whose audio cannot be decoded (counted in `skips`)."""
     from datasets import DatasetDict, load_dataset, load_from_disk
 
     path = Path(args.dataset_name)
@@ -150,7 +151,12 @@ def load_splits(args: argparse.Namespace):
     for name, limit in limits.items():
         if limit is not None:
             splits[name] = splits[name].select(range(min(limit, splits[name].num_rows)))
-    return DatasetDict({name: with_undecoded_audio(split, args.audio_column) for name, split in splits.items()})
+    return DatasetDict(
+        {
+            name: drop_unreadable_audio(with_undecoded_audio(split, args.audio_column), args.audio_column, skips)
+            for name, split in splits.items()
+        }
+    )
 
 
 def load_feature_extractor(args: argparse.Namespace, audio_config) -> VattFeatureExtractor:
@@ -214,7 +220,7 @@ def fine_tune(args, accelerator, model, feature_extractor, splits, schema) -> tu
     crop_samples = (
         round(args.max_length_seconds * config.sampling_rate)
         if args.max_length_seconds is not None
-        else config.window_patches * config.patch_size
+        else config.window_length * config.patch_size
     )
     crop_samples = max(config.patch_size, crop_samples // config.patch_size * config.patch_size)
     train_collator = ClassificationCollator(
@@ -375,7 +381,7 @@ def write_model_card(args, output_dir: Path, model, splits, schema, results, hyp
             f"trained from `{args.model_name_or_path}`."
         ),
         sampling_rate=config.sampling_rate,
-        window_seconds=f"{config.window_patches * config.patch_size / config.sampling_rate:g}",
+        window_seconds=f"{config.window_length * config.patch_size / config.sampling_rate:g}",
         aggregation=f"`{config.window_logits_aggregation}` of the window logits",
         labels=", ".join(f"`{name}`" for name in schema.names),
         training_data=f"`{args.dataset_name}`, column `{args.audio_column}` (audio) and `{args.label_column}` "
@@ -414,7 +420,8 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         logging.getLogger().setLevel(logging.ERROR)
     set_seed(args.seed)
 
-    splits = load_splits(args)
+    skips = SkipCounter()
+    splits = load_splits(args, skips)
     schema = label_schema(splits.values(), args.label_column)
     model = load_model(args, schema)
     feature_extractor = load_feature_extractor(args, model.config)
@@ -424,6 +431,8 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     )
     run = linear_probe if args.linear_probe else fine_tune
     results, hyperparameters = run(args, accelerator, model, feature_extractor, splits, schema)
+    results["skipped_rows"] = dict(skips.counts)
+    accelerator.print(skips.report())
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

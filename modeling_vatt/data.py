@@ -395,6 +395,23 @@ def decode_example(
     return decoded
 
 
+def drop_unreadable_audio(dataset, audio_column: str = "audio", skips: SkipCounter | None = None):
+    """`dataset` without the rows whose audio (an `Audio(decode=False)` value or a path) cannot be decoded or is empty,
+    each counted in `skips` with its row and file. Every file is decoded once, at its own rate, so files with a
+    readable header but a damaged body are found too."""
+    skips = skips if skips is not None else SkipCounter()
+    keep = []
+    for index, row in enumerate(dataset.select_columns([audio_column])):
+        audio = row[audio_column]
+        try:
+            decode_audio(audio, audio_frames(audio)[1])
+        except AudioDecodeError as error:
+            skips.add(error.reason, example_name({"audio": audio}, index))
+            continue
+        keep.append(index)
+    return dataset if len(keep) == dataset.num_rows else dataset.select(keep)
+
+
 def iter_decoded(dataset, skips: SkipCounter, sampling_rate: int = DEFAULT_SAMPLING_RATE):
     """Yields the decoded rows of a standard dataset, skipping (and counting) the bad ones."""
     for index, example in enumerate(dataset):

@@ -188,9 +188,11 @@ def test_window_logits_aggregation(aggregation):
     mask[1, 128 * 45 :] = 0  # the second item fills only its first window, and not completely
     output = model(input_values=audio, audio_attention_mask=mask)
     assert output.window_logits.shape == (2, 3, 3)
-    torch.testing.assert_close(output.window_mask, torch.tensor([[1.0, 1.0, 0.4], [0.9, 0.0, 0.0]]))
+    torch.testing.assert_close(output.window_weights, torch.tensor([[1.0, 1.0, 0.4], [0.9, 0.0, 0.0]]))
     if aggregation == "mean":
-        expected = (output.window_logits * output.window_mask[..., None]).sum(1) / output.window_mask.sum(1, True)
+        expected = (output.window_logits * output.window_weights[..., None]).sum(1) / output.window_weights.sum(
+            1, True
+        )
     else:
         expected = torch.stack([output.window_logits[0].amax(0), output.window_logits[1, 0]])
     torch.testing.assert_close(output.logits, expected)
@@ -281,18 +283,36 @@ def run_example(script: str, *args: str, timeout: int = 120) -> str:
     return result.stdout
 
 
-def test_run_audio_classification_fine_tunes_and_writes_a_hub_ready_folder(pretrained_dir, sounds, tmp_path):
+def with_unreadable_training_files(splits, folder: Path) -> Path:
+    """A copy of `splits` whose first two training recordings are garbage bytes and a truncated FLAC."""
+    from datasets import Audio, DatasetDict
+
+    train = splits["train"]
+    audio = list(train["audio"])
+    audio[:2] = [
+        {"bytes": b"not audio at all", "path": "garbage.flac"},
+        {"bytes": audio[1]["bytes"][:2000], "path": "truncated.flac"},
+    ]
+    train = train.remove_columns("audio").add_column("audio", audio).cast_column("audio", Audio(decode=False))
+    DatasetDict(train=train, validation=splits["validation"]).save_to_disk(str(folder))
+    return folder
+
+
+def test_run_audio_classification_fine_tunes_and_writes_a_hub_ready_folder(pretrained_dir, splits, tmp_path):
     output_dir = tmp_path / "vatt-sound-classes"
+    dataset = with_unreadable_training_files(splits, tmp_path / "damaged")
     # fmt: off
-    run_example(
+    output = run_example(
         "run_audio_classification.py",
-        "--model_name_or_path", str(pretrained_dir), "--dataset_name", str(sounds / "dataset"),
+        "--model_name_or_path", str(pretrained_dir), "--dataset_name", str(dataset),
         "--output_dir", str(output_dir), "--learning_rate", "3e-3", "--max_train_steps", "40",
         "--lr_scheduler_type", "constant", "--per_device_eval_batch_size", "30",
     )
     # fmt: on
     results = json.loads((output_dir / "all_results.json").read_text())
     assert results["step"] == 40 and results["eval_accuracy"] >= 0.5, results
+    assert results["skipped_rows"] == {"unreadable audio": 2}
+    assert "Skipped 2 row(s)" in output and "garbage.flac" in output and "truncated.flac" in output
     assert {"eval_macro_f1", "eval_mAP", "eval_AUC"} <= results.keys()
     card = (output_dir / "README.md").read_text()
     assert "{{" not in card and "pipeline_tag: audio-classification" in card
