@@ -12,6 +12,7 @@ from modeling_vatt.data import (
     SkipCounter,
     audio_frames,
     decode_audio,
+    drop_unreadable_audio,
     ensure_splits,
     iter_decoded,
     load_audio_folder,
@@ -164,6 +165,14 @@ def test_json_array_manifest_and_bad_timings(clips):
     assert load_manifest_file(clips / "m.json", audio_column="file")["word_starts"] == [[0.0, 0.5]]
     with pytest.raises(ValueError, match="Unsupported manifest type"):
         load_manifest_file(clips / "a.txt")
+
+
+def test_drop_unreadable_audio_names_the_dropped_rows(clips):
+    skips = SkipCounter()
+    usable = drop_unreadable_audio(load_audio_folder(clips), "audio", skips)
+    assert usable["text"] == ["first clip", "second clip"]
+    assert skips.counts == {"unreadable audio": 1, "empty audio": 1}
+    assert "row 2 (" in skips.report() and "broken.wav" in skips.report() and "silent.wav" in skips.report()
 
 
 GOOD_ROW = json.dumps({"audio": "a.flac", "text": "first clip"})
