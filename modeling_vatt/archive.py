@@ -60,6 +60,7 @@ from .long_audio import (
     cache_key,
     check_model,
     embed_queries,
+    format_timestamp,
     window_runs,
 )
 
@@ -160,7 +161,7 @@ class ArchiveSummary:
     def report(self) -> str:
         return (
             f"Indexed {self.recordings} recordings ({self.embedded} embedded, {self.reused} reused), "
-            f"{self.windows} windows, {self.hours:.2f} h. {self.skips.report()}"
+            f"{self.windows} windows, {format_timestamp(self.hours * 3600)} of audio. {self.skips.report()}"
         )
 
 
