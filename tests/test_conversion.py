@@ -8,15 +8,19 @@ outputs. Each is converted once per test module.
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModelForAudioClassification
+from vatt_numpy_reference import AUDIO, TEXT, reference_outputs
 
 import conversion.convert_vatt_original_to_hf as convert_module
 from conversion.convert_vatt_original_to_hf import (
@@ -27,8 +31,10 @@ from conversion.convert_vatt_original_to_hf import (
     main,
     push_folder,
 )
+from conversion.hyperparameters import load_original_config
 from conversion.verify import verify
 from modeling_vatt import VattForAudioClassification, VattForContrastivePretraining
+from modeling_vatt.model_card import SETTING_SOURCES
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT.parent / "shared" / "fixtures" / "vatt_tf_reference"
@@ -474,3 +480,346 @@ def test_model_card_template_is_filled(monkeypatch, tmp_path, vocab_file):
     card = (tmp_path / "out" / "README.md").read_text()
     assert card.startswith("# out\nNo retrieval evaluation was run after conversion.")
     assert "| `text_interp_features_f64spline` |" in card and '"padding": "max_length"' in card
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Hyperparameters a checkpoint does not store: the original config, flags, and reported assumptions
+# --------------------------------------------------------------------------------------------------------------------
+
+MODIFIED_OUTPUTS = [
+    "audio_features_pooled",
+    "audio_features",
+    "audio_head_tovid",
+    "audio_head_tovat_derived",
+    "text_features_pooled",
+    "text_features",
+    "text_head_tovid",
+]
+# every value of a tx_fac conversion the checkpoint does not store
+TX_FAC_NOT_STORED = {
+    "audio_config.num_attention_heads",
+    "audio_config.head_dim",
+    "audio_config.pre_norm",
+    "audio_config.hidden_act",
+    "audio_config.layer_norm_eps",
+    "audio patch stride",
+    "text_config.relative_attention_max_distance",
+    "text_config.hidden_act",
+    "text_config.layer_norm_eps",
+    "batch_norm_eps",
+}
+
+
+def original_model_config(kind: str) -> dict:
+    return json.loads(fixture_path("config.json").read_text())["models"][kind]["model_config_as_dict"]
+
+
+def write_json(path: Path, content: dict) -> Path:
+    path.write_text(json.dumps(content, indent=1))
+    return path
+
+
+def run_converter(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd)
+
+
+def assumed_lines(stdout: str) -> dict[str, str]:
+    return {
+        line.split(" = ")[0].removeprefix("assumed "): line
+        for line in stdout.splitlines()
+        if line.startswith("assumed ")
+    }
+
+
+def card_sources(card: str, source: str) -> str:
+    """The model card's list of the settings from one source (`- **title:** ...`)."""
+    return card.split(f"- **{SETTING_SOURCES[source]}:** ")[1].split("\n")[0]
+
+
+@pytest.fixture(scope="module")
+def modified_tx_fac(tmp_path_factory) -> dict[str, Path]:
+    """The tx_fac fixture with non-default hyperparameters, written with TF's checkpoint writer: audio patches of 64
+    samples and 2 heads (d_kv 32), text 8 heads (d_kv 8), 16 relative buckets and `max_relative_distance` 20. Its
+    original config, and reference outputs from the independent numpy implementation of the original."""
+    root = tmp_path_factory.mktemp("modified_tx_fac")
+    variables = read_model_variables("tx_fac")
+    patch_kernel = AUDIO + "wave_to_patch/kernel"
+    variables[patch_kernel] = (variables[patch_kernel][:64] * np.sqrt(2)).astype(np.float32)
+    bias_table = TEXT + "base_lm/layers/0/self_attention/attention/relative_attention_bias/embeddings"
+    variables[bias_table] = np.random.default_rng(7).normal(0, 0.5, (16, 8)).astype(np.float32)
+    prefix = write_tf_checkpoint(root / "ckpt" / "ckpt-9", as_layer_paths(variables))
+
+    config = original_model_config("tx_fac")
+    config["backbone_config"]["audio_model_kwargs"].update(
+        temporal_patch_size=64, temporal_patch_stride=64, num_heads=2, d_kv=32
+    )
+    config["backbone_config"]["text_model_kwargs"].update(
+        num_heads=8, d_kv=8, num_relative_buckets=16, max_relative_distance=20
+    )
+    fixture_inputs = np.load(reference_pair("tx_fac")[1])
+    inputs = {"audio": fixture_inputs["audio"][:, :3200], "text_ids": fixture_inputs["text_ids"]}  # 50 patches of 64
+    expected = reference_outputs(variables, config, inputs["audio"][..., 0], inputs["text_ids"])
+    np.savez(root / "inputs.npz", **inputs)
+    np.savez(root / "outputs.npz", **{name: value.astype(np.float32) for name, value in expected.items()})
+    return {
+        "checkpoint": prefix,
+        "original_config": write_json(root / "original_config.json", config),
+        "verify_against": (root / "outputs.npz", root / "inputs.npz"),
+    }
+
+
+def test_numpy_reference_reproduces_the_original():
+    """The reference used for modified checkpoints is itself checked against the original's outputs."""
+    outputs, inputs = (np.load(path) for path in reference_pair("tx_fac"))
+    computed = reference_outputs(
+        read_model_variables("tx_fac"), original_model_config("tx_fac"), inputs["audio"][..., 0], inputs["text_ids"]
+    )
+    for name, value in computed.items():
+        assert np.abs(value - outputs[name]).max() < MAX_ERROR, name
+
+
+def test_original_config_converts_non_default_hyperparameters(modified_tx_fac, tmp_path):
+    result = convert_checkpoint(
+        modified_tx_fac["checkpoint"],
+        tmp_path / "out",
+        original_config=modified_tx_fac["original_config"],
+        verify_against=modified_tx_fac["verify_against"],
+        tolerance=1e-5,
+    )
+    assert sorted(result.errors) == sorted(MODIFIED_OUTPUTS)
+    assert max(result.errors.values()) < 1e-5
+    assert result.settings.assumptions() == []
+    sources = result.settings.by_source()
+    assert set(sources["original config"]) == TX_FAC_NOT_STORED
+    assert sources["checkpoint"]["text_config.relative_attention_num_buckets"] == 16
+    audio, text = result.config.audio_config, result.config.text_config
+    assert (audio.patch_size, audio.num_attention_heads, audio.head_dim) == (64, 2, 32)
+    assert (text.num_attention_heads, text.head_dim, text.relative_attention_max_distance) == (8, 8, 20)
+    card = (tmp_path / "out" / "README.md").read_text()
+    from_config = card_sources(card, "original config")
+    assert "`audio_config.num_attention_heads` = 2" in from_config
+    assert "`text_config.relative_attention_max_distance` = 20" in from_config
+    assert "`text_config.relative_attention_num_buckets` = 16" in card_sources(card, "checkpoint")
+    assert card_sources(card, "assumed") == "none"
+
+
+def test_without_original_config_every_assumption_is_printed(modified_tx_fac, tmp_path):
+    outputs, inputs = modified_tx_fac["verify_against"]
+    run = run_converter(
+        "--tf_checkpoint", str(modified_tx_fac["checkpoint"]), "--output_dir", str(tmp_path / "out"), cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assumed = assumed_lines(run.stdout)
+    assert set(assumed) == TX_FAC_NOT_STORED
+    distance = assumed["text_config.relative_attention_max_distance"]
+    assert distance.startswith("assumed text_config.relative_attention_max_distance = 64: not stored")
+    assert "--text_max_relative_distance or --original_config (backbone_config.text_model_kwargs." in distance
+    heads = assumed["audio_config.num_attention_heads"]
+    assert "= 8: the text tower's head count; override with --audio_num_heads" in heads
+    assert "(backbone_config.audio_model_kwargs.num_heads)" in heads
+    assert "(head_config.bridge[0].bn_config.epsilon)" in assumed["batch_norm_eps"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assumed_in_card = card_sources(card, "assumed")
+    assert set(re.findall(r"`([^`]+)` = ", assumed_in_card)) == TX_FAC_NOT_STORED
+    # the assumptions are wrong for this checkpoint, and the outputs show it
+    errors = verify(VattForContrastivePretraining.from_pretrained(tmp_path / "out"), inputs, outputs)
+    assert errors["text_features"] > 1e-2 and errors["audio_features"] > 1e-2
+
+    # the flags fix the two that matter; the remaining assumptions are still reported
+    result = convert_checkpoint(
+        modified_tx_fac["checkpoint"],
+        tmp_path / "flags",
+        audio_num_heads=2,
+        text_max_relative_distance=20,
+        verify_against=modified_tx_fac["verify_against"],
+        tolerance=1e-5,
+    )
+    assert max(result.errors.values()) < 1e-5
+    assert set(assumed_lines(result.summary())) == TX_FAC_NOT_STORED - {
+        "audio_config.num_attention_heads",
+        "audio_config.head_dim",
+        "text_config.relative_attention_max_distance",
+    }
+    assert set(result.settings.by_source()["command line"]) == {
+        "audio_config.num_attention_heads",
+        "audio_config.head_dim",
+        "text_config.relative_attention_max_distance",
+    }
+
+
+@pytest.mark.parametrize("kind", ["tx_fac", "ut_fac"])
+def test_fixture_checkpoints_with_their_original_config(kind, tmp_path):
+    """The original configs of the reference fixture: no flag needed, nothing assumed, outputs unchanged."""
+    config = write_json(tmp_path / "config.json", original_model_config(kind))
+    result = convert_checkpoint(
+        checkpoint_prefix(kind), tmp_path / "out", original_config=config, verify_against=reference_pair(kind)
+    )
+    assert sorted(result.errors) == sorted(EXPECTED_OUTPUTS[kind])
+    assert max(result.errors.values()) < MAX_ERROR
+    assert result.settings.assumptions() == [] and "assumed" not in result.summary()
+    assert result.config.audio_config.num_attention_heads == 4
+
+
+@pytest.mark.parametrize("kind", ["tx_fac", "ut_fac"])
+def test_backbone_presets_resolve_as_the_original(kind, tmp_path):
+    """Named presets with the config's overrides on top give the fixture's resolved backbone configs."""
+    fixture = json.loads(fixture_path("config.json").read_text())["models"][kind]
+    sections = load_original_config(write_json(tmp_path / "config.json", fixture["model_config_as_dict"]), kind)
+    for section in ("audio", "text"):
+        resolved = fixture.get(f"resolved_{section}_config") or fixture["resolved_unified_config"]
+        assert {key: resolved[key] for key in sections[section] if key in resolved} == {
+            key: value for key, value in sections[section].items() if key in resolved
+        }
+
+
+def test_original_config_that_contradicts_the_checkpoint(modified_tx_fac, tmp_path):
+    """Shapes are checked against the config, and a flag against the config; both values are named."""
+    prefix = modified_tx_fac["checkpoint"]
+    config = json.loads(modified_tx_fac["original_config"].read_text())
+    config["backbone_config"]["text_model_kwargs"]["num_relative_buckets"] = 32
+    assert_fails_cleanly(
+        tmp_path,
+        r"the checkpoint gives text_config.relative_attention_num_buckets = 16 but original config .*buckets.json "
+        r"sets backbone_config.text_model_kwargs.num_relative_buckets = 32\.",
+        prefix,
+        original_config=write_json(tmp_path / "buckets.json", config),
+    )
+    config = json.loads(modified_tx_fac["original_config"].read_text())
+    config["backbone_config"]["audio_model_kwargs"]["num_heads"] = 4
+    assert_fails_cleanly(
+        tmp_path,
+        r"attention width is 64 but original config .* sets num_heads \* d_kv = 4 \* 32",
+        prefix,
+        original_config=write_json(tmp_path / "heads.json", config),
+    )
+    assert_fails_cleanly(
+        tmp_path,
+        r"--text_max_relative_distance 64 contradicts original config .*max_relative_distance = 20\.",
+        prefix,
+        original_config=modified_tx_fac["original_config"],
+        text_max_relative_distance=64,
+    )
+    # a released-style config names presets without overrides: WaT-Base is 768 wide, this checkpoint 64
+    released = {**original_model_config("tx_fac")}
+    released["backbone_config"] = {"audio_backbone": "wat_base", "text_backbone": "t5_small", "audio_model_kwargs": {}}
+    assert_fails_cleanly(
+        tmp_path,
+        r"gives text_config.vocab_size = 1000 but .* sets backbone_config.text_model_kwargs.vocab_size = 65536",
+        checkpoint_prefix("tx_fac"),
+        original_config=write_json(tmp_path / "released.json", released),
+    )
+
+
+def test_unusable_original_config(tmp_path):
+    prefix = checkpoint_prefix("tx_fac")
+    assert_fails_cleanly(
+        tmp_path, "original config .*missing.json does not exist", prefix, original_config=tmp_path / "missing.json"
+    )
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    assert_fails_cleanly(tmp_path, "cannot read original config .*broken.json", prefix, original_config=broken)
+    whole_fixture = fixture_path("config.json")
+    assert_fails_cleanly(tmp_path, "holds several models", prefix, original_config=whole_fixture)
+    unified = write_json(tmp_path / "ut.json", original_model_config("ut_fac"))
+    assert_fails_cleanly(
+        tmp_path,
+        "has no backbone_config.audio_backbone, but the checkpoint is tx_fac",
+        prefix,
+        original_config=unified,
+    )
+    config = original_model_config("tx_fac")
+    config["backbone_config"]["text_model_kwargs"]["activation"] = "relu"
+    assert_fails_cleanly(
+        tmp_path,
+        r"backbone_config.text_model_kwargs.activation = 'relu' \(original config\) cannot be converted",
+        prefix,
+        original_config=write_json(tmp_path / "relu.json", config),
+    )
+    config = original_model_config("tx_fac")
+    config["backbone_config"]["audio_backbone"] = "spt_base"
+    assert_fails_cleanly(
+        tmp_path,
+        "names backbone_config.audio_backbone 'spt_base'",
+        prefix,
+        original_config=write_json(tmp_path / "spt.json", config),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Corrupt weights, swapped arguments, unwritable outputs, killed runs
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def test_non_finite_weights_stop_the_conversion(tmp_path):
+    variables = read_model_variables("ut_fac")
+    kernel = "_base_layer/unified_backbone/unified_transformer/tx/layers/1/mha/v/kernel"
+    variables[kernel] = variables[kernel].copy()
+    variables[kernel][3, 5] = np.nan
+    prefix = write_tf_checkpoint(tmp_path / "nan" / "ckpt-1", as_layer_paths(variables))
+    assert_fails_cleanly(
+        tmp_path, f"variable {MODEL_ROOT}{kernel} holds 1 non-finite values", prefix, audio_num_heads=4
+    )
+    variables[kernel][3, 5] = 0.0
+    table = "_head_layer/_bridge_heads/0/va_to_vat/bn/moving_variance"
+    variables[table] = np.full_like(variables[table], np.inf)
+    prefix = write_tf_checkpoint(tmp_path / "inf" / "ckpt-1", as_layer_paths(variables))
+    assert_fails_cleanly(tmp_path, f"{table} holds 40 non-finite values", prefix, audio_num_heads=4)
+
+
+def test_swapped_reference_files_are_a_one_line_error(tmp_path):
+    outputs, inputs = reference_pair("ut_fac")
+    run = run_converter(
+        *("--tf_checkpoint", str(checkpoint_prefix("ut_fac")), "--output_dir", str(tmp_path / "out")),
+        *("--audio_num_heads", "4", "--verify_against", str(inputs), str(outputs)),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: the reference files look swapped: {inputs} holds")
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"not an archive")
+    assert_fails_cleanly(
+        tmp_path,
+        "garbage.npz is not a readable .npz archive",
+        checkpoint_prefix("ut_fac"),
+        verify_against=(garbage, inputs),
+    )
+
+
+def test_unwritable_output_parent_is_a_one_line_error(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    for output_dir in (tmp_path / "a_file" / "out", Path("/sys/vatt-converted/out")):
+        run = run_converter(
+            *("--tf_checkpoint", str(checkpoint_prefix("ut_fac")), "--audio_num_heads", "4"),
+            *("--output_dir", str(output_dir)),
+            cwd=tmp_path,
+        )
+        assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+        assert (
+            run.stderr.strip().splitlines()[-1].startswith(f"error: cannot create the parent folder of {output_dir}")
+        )
+    assert not Path("/sys/vatt-converted").exists()
+
+
+def test_killed_conversion_is_cleaned_up_by_the_next_run(tmp_path, vocab_file):
+    """A run killed while it writes leaves its staging folder; the next run into the same folder removes it."""
+    command = [sys.executable, str(SCRIPT), "--tf_checkpoint", str(checkpoint_prefix("tx_fac"))]
+    killed = subprocess.Popen(
+        command + ["--output_dir", str(tmp_path / "out"), "--vocab_file", str(vocab_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.partial-*")) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert [path.name.split("-")[0] for path in tmp_path.iterdir()] == [".out.partial"]
+    # what a kill between the two renames of a replacement would leave, and a run still in progress
+    (tmp_path / f".out.replaced-{killed.pid}-x1y2").mkdir()
+    live = tmp_path / f".out.partial-{os.getpid()}-live"
+    live.mkdir()
+
+    convert_checkpoint(checkpoint_prefix("tx_fac"), tmp_path / "out")
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([live.name, "out"])
+    assert (tmp_path / "out" / "model.safetensors").is_file()
