@@ -29,7 +29,7 @@ Layout of an index folder:
   and a re-run on an unchanged archive only hashes files.
 - `shards/process-<i>.json`: what process `i` of a run embedded or skipped.
 - `<version>/index.faiss` and `<version>/windows.sqlite`: the merged index; FAISS id `i` is row `id = i` of the
-  `windows` table (`file`, `content_hash`, `start_seconds`, `end_seconds`, `window_weights`). `current.json` names the
+  `windows` table (`file`, `content_hash`, `start_seconds`, `end_seconds`, `window_weight`). `current.json` names the
   live version and is replaced atomically, so a reader sees the old index or the new one, never a mix.
 """
 
@@ -214,7 +214,7 @@ class ArchiveBuilder:
         show = progress and self.process_index == 0
         suffix = f" (process 1 of {self.num_processes})" if self.num_processes > 1 else ""
         files = tqdm(total=len(shard), unit="file", desc=f"Recordings{suffix}", disable=not show)
-        hours = tqdm(total=round(sum(seconds.values()) / 3600, 3), unit="h", desc=f"Hours{suffix}", disable=not show)
+        hours = tqdm(total=sum(seconds.values()) / 3600, unit="h", desc=f"Hours{suffix}", disable=not show)
         entries, skipped = [], []
         for recording in shard:
             try:
@@ -236,7 +236,7 @@ class ArchiveBuilder:
                 entry.update(store_file=index.cache_path.name, from_cache=index.from_cache, windows=len(index))
                 entries.append({**entry, "seconds": index.duration, "metadata": index.metadata})
             files.update()
-            hours.update(round(seconds[recording.name] / 3600, 3))
+            hours.update(seconds[recording.name] / 3600)
         files.close()
         hours.close()
         report = {"run": self.run, "recordings": entries, "skipped": skipped}
@@ -342,7 +342,7 @@ def _write_table(path: Path, info: dict, rows: list[tuple], entries: list[dict],
             connection.executemany("INSERT INTO info VALUES (?, ?)", [(k, json.dumps(v)) for k, v in info.items()])
             connection.execute(
                 "CREATE TABLE windows (id INTEGER PRIMARY KEY, file TEXT NOT NULL, content_hash TEXT NOT NULL, "
-                "start_seconds REAL NOT NULL, end_seconds REAL NOT NULL, window_weights REAL NOT NULL)"
+                "start_seconds REAL NOT NULL, end_seconds REAL NOT NULL, window_weight REAL NOT NULL)"
             )
             connection.executemany("INSERT INTO windows VALUES (?, ?, ?, ?, ?, ?)", rows)
             connection.execute("CREATE INDEX windows_file ON windows (file)")

@@ -198,6 +198,8 @@ def test_search_returns_sorted_moments_inside_the_recording(model, tokenizer, re
         index.search(_model(seed=1), tokenizer, queries[0])
     with pytest.raises(ValueError, match="non-empty"):
         index.search(model, tokenizer, "  ")
+    with pytest.raises(ValueError, match="'!!!' has no tokens"):  # not a score against an empty text
+        index.search(model, tokenizer, ["the ace of spades", "!!!"])
 
 
 def test_cli_prints_timestamps_and_reuses_the_cache(model, tokenizer, recording, tmp_path, capsys):
