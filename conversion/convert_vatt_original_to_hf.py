@@ -13,18 +13,18 @@
 # limitations under the License.
 """Convert an original TensorFlow VATT checkpoint (google-research/vatt) into a transformers folder.
 
-    python conversion/convert_vatt_original_to_hf.py --tf_checkpoint PATH --output_dir DIR [--vocab_file FILE]
-        [--verify_against OUTPUTS.npz INPUTS.npz] [--push_to_hub REPO_ID] [--overwrite] [--audio_num_heads N]
+    python conversion/convert_vatt_original_to_hf.py --tf_checkpoint PATH --original_config CONFIG.json
+        --output_dir DIR [--vocab_file FILE] [--verify_against OUTPUTS.npz INPUTS.npz] [--push_to_hub REPO_ID]
+        [--overwrite] [--audio_num_heads N] [--text_max_relative_distance N]
 
 The checkpoint kind is recognised from its variable names: modality-specific pre-training (`tx_fac`: WaT audio, T5
 text, FAC head), modality-agnostic pre-training (`ut_fac`: one encoder shared by audio and text), both converted to
-`VattForContrastivePretraining`, or a fine-tuned WaT audio classifier (`VattForAudioClassification`). Every size is
-read from the variable shapes, except two things TF checkpoints do not store:
-
-* the head count of the generic (audio / shared) encoder: `--audio_num_heads` if given, else 64-wide heads when the
-  attention width is a multiple of 64 and at least 256 (every released model), else the T5 text tower's head count
-  (the relative-bias table's second dimension) when there is one, else an error asking for the flag;
-* the T5 `max_relative_distance`, which is 64 in every original configuration.
+`VattForContrastivePretraining`, or a fine-tuned WaT audio classifier (`VattForAudioClassification`). Every size the
+variable shapes give is read from them. The rest (the generic encoder's head count, the T5 `max_relative_distance`,
+norm epsilons, activations, the patch stride) is not stored in TF checkpoints: it comes from `--original_config` (the
+original model config as JSON, its `as_dict()`), which the shapes are also checked against, else from the flags, else
+from the released defaults, each assumed value printed with what overrides it and listed in the model card
+(`conversion/hyperparameters.py`).
 
 TensorFlow is imported only here, lazily; the model package never needs it.
 """

@@ -340,6 +340,17 @@ def test_finetuned_wat_layout_converts_to_an_audio_classifier(tmp_path):
     np.testing.assert_allclose(logits.numpy(), expected, atol=1e-4, rtol=1e-4)
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["auto_map"]["AutoModelForAudioClassification"] == "modeling_vatt.VattForAudioClassification"
+    # a fine-tuned model's original config is the WaT config itself
+    wat_config = {**json.loads(fixture_path("config.json").read_text())["models"]["tx_fac"]["resolved_audio_config"]}
+    wat_config["num_classes"] = 5
+    result = convert_checkpoint(
+        prefix,
+        tmp_path / "with_config",
+        original_config=write_json(tmp_path / "wat.json", wat_config),
+        verify_against=reference_pair("tx_fac"),
+    )
+    assert result.settings.assumptions() == [] and max(result.errors.values()) < MAX_ERROR
+    assert result.settings.by_source()["checkpoint"]["num_labels"] == 5
 
 
 # --------------------------------------------------------------------------------------------------------------------
