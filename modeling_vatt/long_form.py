@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import SkipCounter, decode_audio, decode_example, example_name, read_audio_span
+from .windowing_vatt import WindowLayout
 
 DEFAULT_WINDOW_SAMPLES = 1200 * 128
 DEFAULT_SAMPLING_RATE = 48_000
@@ -231,10 +232,8 @@ class LongFormPairSampler:
         word_ends: Sequence[float] | None = None,
     ) -> list[LongFormPair]:
         """All adjacent windows covering the recording in order (the last one padded), for segment-level evaluation."""
-        return [
-            self.pair_at(audio, start, text, words, word_starts, word_ends)
-            for start in range(0, max(len(audio), 1), self.window_samples)
-        ]
+        starts = WindowLayout(len(audio), self.window_samples).spans()[:, 0].tolist()
+        return [self.pair_at(audio, start, text, words, word_starts, word_ends) for start in starts]
 
 
 def word_timing_problem(
