@@ -33,7 +33,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
 # glibc hands buffers above its mmap threshold back to the OS on free, so every large attention buffer is page-faulted
-# in again on the next call; keeping them in the heap makes long-input timings stable (see README, Speed and memory).
+# in again on the next call; keeping them in the heap makes long-input timings stable (see benchmarks/RESULTS.md).
 BENCH_MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=4294967296
 
 bench: $(VENV)/.installed

@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run_pretraining  # noqa: E402
 
-# Tuned for two CPU cores; see the `make demo` section of README.md for the measured results.
+# Tuned for two CPU cores; see docs/training.md for the measured results.
 DEMO_TRAINING_ARGS = [
     "--model_preset",
     "cpu",
