@@ -306,7 +306,7 @@ def _generic_encoder_sizes(variables, tf_root: str, settings: Settings, text_hea
     hidden_size, attention_width = _shape(variables, f"{tf_root}tx/layers/0/mha/q/kernel")
     heads = settings.attention_heads("audio_config.num_attention_heads", attention_width, AUDIO_HEADS, text_heads)
     source = settings.recorded["audio_config.num_attention_heads"].source
-    settings.given("audio_config.pre_norm", ("audio", "pre_norm"), supported=(True,))
+    settings.given("audio pre_norm", ("audio", "pre_norm"), supported=(True,))
     return {
         "hidden_size": settings.read("audio_config.hidden_size", hidden_size, ("audio", "d_model")),
         "num_hidden_layers": settings.read(

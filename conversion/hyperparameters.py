@@ -244,7 +244,7 @@ class Settings:
         if self.original is not None:
             heads = self.given(name, key, flag="audio_num_heads")
             d_kv = self.original_value((key[0], "d_kv"))
-            if heads * d_kv != width:
+            if not (isinstance(heads, int) and isinstance(d_kv, int)) or heads * d_kv != width:
                 raise ConversionError(
                     f"the checkpoint's attention width is {width} but original config {self.config_path} sets "
                     f"num_heads * d_kv = {heads} * {d_kv} ({self.key_path(key)})."

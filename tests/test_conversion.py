@@ -510,7 +510,7 @@ MODIFIED_OUTPUTS = [
 TX_FAC_NOT_STORED = {
     "audio_config.num_attention_heads",
     "audio_config.head_dim",
-    "audio_config.pre_norm",
+    "audio pre_norm",
     "audio_config.hidden_act",
     "audio_config.layer_norm_eps",
     "audio patch stride",
