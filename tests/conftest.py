@@ -40,3 +40,10 @@ def tf_reference_dir() -> Path:
     if not path.is_dir():
         raise FileNotFoundError(f"The TensorFlow reference fixtures are missing: expected {path}.")
     return path
+
+
+def pytest_configure(config):
+    # Marks used by transformers' common test mixins (tests/test_common_*.py).
+    marks = ("torch_compile_test", "flash_attn_test", "flash_attn_3_test", "flash_attn_4_test", "accelerate_tests")
+    for mark in marks:
+        config.addinivalue_line("markers", f"{mark}: transformers' common test mark")
