@@ -14,7 +14,8 @@
 """Feature extractor turning raw waveforms into patch-aligned VATT audio inputs."""
 
 import math
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import soxr
@@ -31,7 +32,10 @@ BLOCK_FRAMES = 1 << 18
 RESAMPLE_QUALITY = "HQ"
 PAD_MODES = ("zeros", "loop")
 CROP_MODES = (None, "random", "center")
+MAX_RESAMPLING_RATIO = 64
+"""Largest accepted ratio between the input and the output sampling rates (either way), e.g. 750 Hz -> 48 kHz."""
 _NORMALIZE_EPS = 1e-7
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def resampled_length(num_frames: int, sampling_rate: float, target_sampling_rate: float) -> int:
@@ -135,6 +139,11 @@ class _Clip:
             for block in _time_blocks(audio, self.time_axis):
                 if not np.isfinite(block).all():
                     raise ValueError(f"Audio item {index} contains NaN or infinite samples.")
+                if audio.dtype.itemsize > 4 and np.abs(block).max() > _FLOAT32_MAX:
+                    raise ValueError(
+                        f"Audio item {index} has samples beyond the float32 range (|x| > {_FLOAT32_MAX:.3g}); "
+                        "scale it to [-1, 1]."
+                    )
 
     @property
     def num_frames(self) -> int:
@@ -142,7 +151,14 @@ class _Clip:
 
     def blocks(self, sampling_rate: float, target_sampling_rate: float) -> Iterator[np.ndarray]:
         float_blocks = (_pcm_to_float32(block) for block in _time_blocks(self.audio, self.time_axis))
-        return convert_blocks(float_blocks, sampling_rate, target_sampling_rate, mono=True)
+        for block in convert_blocks(float_blocks, sampling_rate, target_sampling_rate, mono=True):
+            # Resampling overshoots near the float32 limit (3e38) into inf; the input itself was checked.
+            if sampling_rate != target_sampling_rate and not np.isfinite(block).all():
+                raise ValueError(
+                    f"Audio item {self.index} overflows float32 when resampled to {target_sampling_rate} Hz "
+                    f"(samples near the float32 limit {_FLOAT32_MAX:.3g}); scale it to [-1, 1]."
+                )
+            yield block
 
 
 def _write_window(row: np.ndarray, blocks: Iterable[np.ndarray], start: int) -> None:
@@ -236,6 +252,8 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
             **kwargs,
         )
         _check_sampling_rate(sampling_rate)
+        _check_bool("return_attention_mask", return_attention_mask)
+        _check_bool("do_normalize", do_normalize)
         if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1:
             raise ValueError(f"`patch_size` must be a positive integer, got {patch_size!r}.")
         if pad_mode not in PAD_MODES:
@@ -254,6 +272,8 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
         sampling_rate: float | None = None,
         padding: bool | str | PaddingStrategy = "longest",
         max_length: int | None = None,
+        truncation: bool = True,
+        pad_to_multiple_of: int | None = None,
         crop: str | None = None,
         pad_mode: str | None = None,
         do_normalize: bool | None = None,
@@ -276,6 +296,10 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
             max_length (`int`, *optional*):
                 Output length in samples (a multiple of `patch_size`). Longer clips are cut to this window: with
                 `crop=None` the first `max_length` samples are kept and a warning says so.
+            truncation (`bool`, *optional*, defaults to `True`):
+                Cut clips longer than `max_length` (see `crop`); `False` makes such a clip an error instead.
+            pad_to_multiple_of (`int`, *optional*):
+                Also round the output length up to a multiple of this.
             crop (`str`, *optional*):
                 Which window of a clip longer than `max_length` is kept: `"random"` (uniform start, training) or
                 `"center"` (evaluation). Requires `max_length`.
@@ -297,6 +321,15 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
             )
             sampling_rate = self.sampling_rate
         _check_sampling_rate(sampling_rate)
+        ratio = max(sampling_rate / self.sampling_rate, self.sampling_rate / sampling_rate)
+        if ratio > MAX_RESAMPLING_RATIO:
+            raise ValueError(
+                f"`sampling_rate={sampling_rate}` is {ratio:.3g} times away from the feature extractor's "
+                f"{self.sampling_rate} Hz (at most {MAX_RESAMPLING_RATIO} is resampled); is it in Hz?"
+            )
+        _check_bool("truncation", truncation)
+        _check_bool("return_attention_mask", return_attention_mask, optional=True)
+        _check_bool("do_normalize", do_normalize, optional=True)
         pad_mode = self.pad_mode if pad_mode is None else pad_mode
         if pad_mode not in PAD_MODES:
             raise ValueError(f"`pad_mode` must be one of {PAD_MODES}, got {pad_mode!r}.")
@@ -309,15 +342,9 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
             raise ValueError("Clips are always padded into one array; use padding='longest' or 'max_length'.")
         if padding == PaddingStrategy.MAX_LENGTH and max_length is None:
             raise ValueError("`padding='max_length'` needs `max_length`.")
-        if max_length is not None and (
-            isinstance(max_length, bool)
-            or not isinstance(max_length, int)
-            or max_length < self.patch_size
-            or max_length % self.patch_size
-        ):
-            raise ValueError(
-                f"`max_length` must be a positive multiple of patch_size={self.patch_size}, got {max_length!r}."
-            )
+        self._check_max_length(max_length)
+        _check_multiple(pad_to_multiple_of)
+        multiple = math.lcm(self.patch_size, pad_to_multiple_of or 1)
 
         clips = [_Clip(_to_numpy(item), index) for index, item in enumerate(self._split_batch(raw_audio))]
         lengths = [resampled_length(clip.num_frames, sampling_rate, self.sampling_rate) for clip in clips]
@@ -330,10 +357,16 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
                 )
 
         if padding == PaddingStrategy.MAX_LENGTH:
-            output_length = max_length
+            output_length = -(-max_length // multiple) * multiple
         else:
             longest = max(lengths) if max_length is None else min(max(lengths), max_length)
-            output_length = -(-longest // self.patch_size) * self.patch_size
+            output_length = -(-longest // multiple) * multiple
+        if not truncation and max(lengths) > output_length:
+            longer = [clip.index for clip, length in zip(clips, lengths) if length > output_length]
+            raise ValueError(
+                f"Audio item(s) {longer} are longer than max_length={output_length} samples; pass truncation=True "
+                "(optionally with crop='center' or crop='random') to cut them."
+            )
         if crop is None and max(lengths) > output_length:
             logger.warning(
                 f"{sum(length > output_length for length in lengths)} audio item(s) are longer than max_length="
@@ -344,6 +377,7 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
         return_attention_mask = self.return_attention_mask if return_attention_mask is None else return_attention_mask
         do_normalize = self.do_normalize if do_normalize is None else do_normalize
         rng = np.random.default_rng(generator)
+        _check_output_memory(len(clips), output_length, return_attention_mask)
         input_values = np.empty((len(clips), output_length), dtype=np.float32)
         attention_mask = np.zeros((len(clips), output_length), dtype=np.int32) if return_attention_mask else None
         for row, (clip, length) in enumerate(zip(clips, lengths)):
@@ -370,6 +404,59 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
             data["audio_attention_mask"] = attention_mask
         return BatchFeature(data, tensor_type=return_tensors)
 
+    def pad(
+        self,
+        processed_features: BatchFeature | Mapping | list[Mapping],
+        padding: bool | str | PaddingStrategy = True,
+        max_length: int | None = None,
+        truncation: bool = False,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | TensorType | None = None,
+    ) -> BatchFeature:
+        """
+        Pad extracted `input_values` (in a data collator, say) the way `__call__` does: lengths are rounded up to a
+        multiple of `patch_size` (and of `pad_to_multiple_of`), and the mask is `audio_attention_mask` (padded along
+        when given). `processed_features` is a dict of lists or a list of dicts; `padding=False` returns the clips
+        unpadded, as lists. Otherwise as [`~SequenceFeatureExtractor.pad`].
+        """
+        mask_name = self.model_input_names[1]
+        if isinstance(processed_features, (list, tuple)) and processed_features:
+            if isinstance(processed_features[0], Mapping):
+                processed_features = {key: [item[key] for item in processed_features] for key in processed_features[0]}
+        features = dict(processed_features)
+        if "attention_mask" in features:
+            raise ValueError(f"`attention_mask` is the text tower's mask; pass the audio mask as `{mask_name}`.")
+        if mask_name in features:
+            features["attention_mask"] = features.pop(mask_name)
+        self._check_max_length(max_length)
+        _check_bool("truncation", truncation)
+        _check_bool("return_attention_mask", return_attention_mask, optional=True)
+        _check_multiple(pad_to_multiple_of)
+        padded = super().pad(
+            BatchFeature(features),
+            padding=padding,
+            max_length=max_length,
+            truncation=truncation,
+            pad_to_multiple_of=math.lcm(pad_to_multiple_of or 1, self.patch_size),
+            return_attention_mask=return_attention_mask,
+            return_tensors=return_tensors,
+        )
+        if "attention_mask" in padded:
+            padded[mask_name] = padded.pop("attention_mask")
+        return padded
+
+    def _check_max_length(self, max_length) -> None:
+        if max_length is not None and (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int)
+            or max_length < self.patch_size
+            or max_length % self.patch_size
+        ):
+            raise ValueError(
+                f"`max_length` must be a positive multiple of patch_size={self.patch_size}, got {max_length!r}."
+            )
+
     @staticmethod
     def _split_batch(raw_audio) -> list:
         """The clips of `raw_audio`: a list/tuple of clips, a 2-D array/tensor of mono rows, or one clip."""
@@ -386,6 +473,32 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
                 )
             return list(raw_audio) if raw_audio.ndim == 2 else [raw_audio]
         return [raw_audio]
+
+
+def _check_bool(name: str, value, optional: bool = False) -> None:
+    if not (isinstance(value, (bool, np.bool_)) or (optional and value is None)):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+
+
+def _check_multiple(pad_to_multiple_of) -> None:
+    if pad_to_multiple_of is not None and (
+        isinstance(pad_to_multiple_of, bool) or not isinstance(pad_to_multiple_of, int) or pad_to_multiple_of < 1
+    ):
+        raise ValueError(f"`pad_to_multiple_of` must be a positive integer, got {pad_to_multiple_of!r}.")
+
+
+def _check_output_memory(num_items: int, length: int, with_mask: bool) -> None:
+    """Refuse a batch whose output arrays alone would not fit into this machine's memory."""
+    needed = num_items * length * (8 if with_mask else 4)
+    try:
+        available = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let numpy report it
+        return
+    if needed > available:
+        raise ValueError(
+            f"The batch needs {needed / 2**30:.1f} GiB ({num_items} clip(s) of {length} samples), more than this "
+            f"machine's {available / 2**30:.1f} GiB of memory; pass `max_length`, or check `sampling_rate`."
+        )
 
 
 def _check_sampling_rate(sampling_rate) -> None:

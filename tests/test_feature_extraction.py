@@ -242,6 +242,9 @@ def test_missing_sampling_rate_warns(fe, caplog):
         (noise(100), ValueError, "shorter than one patch"),
         (np.zeros((2, 1000), np.float32).T, ValueError, "shorter than one patch"),
         ([np.zeros((300, 300), np.float32)], ValueError, "channel axis"),
+        (np.ones(1000, np.bool_), TypeError, "dtype bool"),
+        (np.full(1000, 1e300), ValueError, "beyond the float32 range"),
+        ([noise(1000), np.array([0.5] * 999 + [-1e39])], ValueError, "item 1 has samples beyond the float32"),
     ],
 )
 def test_bad_audio(fe, audio, error, message):
@@ -272,6 +275,70 @@ def test_bad_options(fe, kwargs, message):
         fe(noise(1000), sampling_rate=48000, **kwargs)
 
 
+def test_resampling_overflow_is_an_error(fe):
+    # Finite float32 samples at the edge of the range overshoot into inf when resampled.
+    loud = np.where(np.arange(16000) % 7 < 3, 3.3e38, -3.3e38).astype(np.float32)
+    assert np.isfinite(fe(loud, sampling_rate=48000)["input_values"]).all()
+    with pytest.raises(ValueError, match="item 0 overflows float32 when resampled"):
+        fe(loud, sampling_rate=16000)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"return_attention_mask": "no"}, "`return_attention_mask` must be True or False"),
+        ({"do_normalize": 1}, "`do_normalize` must be True or False"),
+        ({"truncation": "yes"}, "`truncation` must be True or False"),
+        ({"pad_to_multiple_of": 0}, "`pad_to_multiple_of` must be a positive integer"),
+        ({"sampling_rate": 0.001}, "times away from"),
+        ({"sampling_rate": 48000 * 65}, "times away from"),
+        ({"padding": "max_length", "max_length": PATCH * 2**40}, "GiB"),
+    ],
+)
+def test_nonsense_options(fe, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fe(noise(100_000), **{"sampling_rate": 48000, **kwargs})
+
+
+def test_truncation_and_pad_to_multiple_of(fe):
+    clips = [noise(1000), noise(5000, seed=1)]
+    with pytest.raises(ValueError, match=r"Audio item\(s\) \[1\] are longer than max_length=2048"):
+        fe(clips, sampling_rate=48000, max_length=2048, truncation=False)
+    kept = fe(clips, sampling_rate=48000, max_length=8192, truncation=False)
+    assert kept["input_values"].shape == (2, 5120)
+    cut = fe(clips, sampling_rate=48000, max_length=2048, truncation=True, crop="center")
+    np.testing.assert_array_equal(cut["input_values"][1], clips[1][1476 : 1476 + 2048])
+    assert fe(clips, sampling_rate=48000, pad_to_multiple_of=3)["input_values"].shape == (2, 5376)  # 3 * 128 * 14
+
+
+def test_pad_follows_call(fe):
+    # A collator padding extracted features gets what `__call__` returns: patch-aligned rows, `audio_attention_mask`.
+    clips = [noise(1000), noise(300, seed=1)]
+    padded = fe.pad({"input_values": clips}, return_tensors="np")
+    called = fe(clips, sampling_rate=48000)
+    assert set(padded) == {"input_values", "audio_attention_mask"}
+    np.testing.assert_array_equal(padded["input_values"], called["input_values"])
+    np.testing.assert_array_equal(padded["audio_attention_mask"], called["audio_attention_mask"])
+    # Rows of earlier batches (list of dicts) keep their own masks and are padded further.
+    rows = [{key: value[row] for key, value in called.items()} for row in range(2)] + [
+        {
+            "input_values": noise(1500, seed=2),
+            "audio_attention_mask": np.ones(1500, np.int32),
+        }
+    ]
+    collated = fe.pad(rows, return_tensors="pt")
+    assert collated["input_values"].shape == (3, 1536)
+    assert collated["audio_attention_mask"].sum(1).tolist() == [1000, 300, 1500]
+    assert fe.pad({"input_values": clips}, pad_to_multiple_of=3, return_tensors="np")["input_values"].shape == (
+        2,
+        1152,
+    )
+    with pytest.raises(ValueError, match="multiple of patch_size"):
+        fe.pad({"input_values": clips}, padding="max_length", max_length=1000)
+    with pytest.raises(ValueError, match="pass the audio mask as `audio_attention_mask`"):
+        fe.pad({"input_values": clips, "attention_mask": [np.ones(1000), np.ones(300)]})
+
+
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="pad_mode"):
         VattFeatureExtractor(pad_mode="edge")
@@ -279,6 +346,10 @@ def test_bad_constructor_arguments():
         VattFeatureExtractor(patch_size=0)
     with pytest.raises(ValueError, match="sampling_rate"):
         VattFeatureExtractor(sampling_rate=-1)
+    with pytest.raises(ValueError, match="`return_attention_mask` must be True or False"):
+        VattFeatureExtractor(return_attention_mask="no")
+    with pytest.raises(ValueError, match="`do_normalize` must be True or False"):
+        VattFeatureExtractor(do_normalize="yes")
 
 
 def test_save_and_load(tmp_path):
