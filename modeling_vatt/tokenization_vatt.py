@@ -19,6 +19,9 @@ from collections.abc import Iterable
 
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 PAD_TOKEN = "<pad>"
 UNK_TOKEN = "<unk>"
@@ -49,6 +52,31 @@ class VattTokenizer(TokenizersBackend):
     """
 
     model_input_names = ["input_ids", "attention_mask"]
+
+    def __call__(self, text=None, *args, **kwargs):
+        """As [`~PreTrainedTokenizerBase.__call__`], with a one-line error for an empty batch or a non-string item."""
+        if isinstance(text, (list, tuple)):
+            if len(text) == 0:
+                raise ValueError("`text` is an empty list; pass at least one string.")
+            pretokenized = kwargs.get("is_split_into_words", False)
+            expected = "a string or a list of words" if pretokenized else "a string or a (text, text_pair) pair"
+            for index, item in enumerate(text):
+                parts = item if isinstance(item, (list, tuple)) else [item]
+                is_pair = isinstance(item, (list, tuple)) and len(item) == 2
+                if not all(isinstance(part, str) for part in parts) or not (
+                    pretokenized or is_pair or parts == [item]
+                ):
+                    raise ValueError(
+                        f"`text` item {index} is {type(item).__name__} {item!r:.60}; expected {expected}."
+                    )
+        return super().__call__(text, *args, **kwargs)
+
+    def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
+        # The backend keeps the truncation/padding of the last call; saved, it would become the loaded tokenizer's
+        # (and processor's) default `max_length`. Every call sets its own, so save without.
+        self.backend_tokenizer.no_truncation()
+        self.backend_tokenizer.no_padding()
+        return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
 
     @classmethod
     def from_model(
@@ -119,11 +147,13 @@ class VattTokenizer(TokenizersBackend):
     ) -> "VattTokenizer":
         """
         Load an original VATT/DMVR vocabulary (e.g. `howto100m_en.txt`): one `idx word` or `word` per line, where a
-        bare word gets its 0-based line number. It must contain `<pad>` (with id 0) and `<unk>`; other entries such as
-        `<bos>`/`<eos>` are kept as ordinary words. Ids must be unique and cover `0 .. n-1`.
+        bare word gets its 0-based line number (a UTF-8 byte-order mark is ignored). It must contain `<pad>` (with
+        id 0) and `<unk>`; other entries such as `<bos>`/`<eos>` are kept as ordinary words. Ids must be unique and
+        cover `0 .. n-1`. Entries that the normalisation changes (upper case, ASCII punctuation) keep their ids, so
+        that a trained word table stays aligned, but no text can produce them: a warning lists them.
         """
         id_to_word = {}
-        with open(vocab_file, encoding="utf-8") as handle:
+        with open(vocab_file, encoding="utf-8-sig") as handle:
             for line_number, line in enumerate(handle):
                 fields = line.split()
                 if not fields:
@@ -144,6 +174,17 @@ class VattTokenizer(TokenizersBackend):
                 raise ValueError(f"{vocab_file}: the vocabulary must contain {token}.")
         if vocab[PAD_TOKEN] != 0:
             raise ValueError(f"{vocab_file}: {PAD_TOKEN} has id {vocab[PAD_TOKEN]}, but VATT requires id 0.")
+        normalizer = vatt_normalizer()
+        unreachable = [
+            word
+            for word in vocab
+            if normalizer.normalize_str(word) != word and not (word.startswith("<") and word.endswith(">"))
+        ]
+        if unreachable:
+            logger.warning(
+                f"{vocab_file}: {len(unreachable)} entries can never be produced, because the VATT normalisation "
+                f"(lowercase ASCII, no ASCII punctuation) changes them: {unreachable[:5]}{' ...' * (len(unreachable) > 5)}."
+            )
         return cls.from_model(models.WordLevel(vocab, unk_token=UNK_TOKEN), model_max_length=model_max_length)
 
 

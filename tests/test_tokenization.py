@@ -1,6 +1,8 @@
 """Tests for VattTokenizer."""
 
 import json
+import logging
+import random
 import string
 
 import pytest
@@ -128,8 +130,40 @@ def test_decode(tokenizer):
 
 @pytest.mark.parametrize("text", [123, [1, 2], None, {"text": "x"}])
 def test_bad_text_input(tokenizer, text):
-    with pytest.raises(ValueError, match="text input must be of type|specify either `text`"):
+    with pytest.raises(ValueError, match="text input must be of type|specify either `text`|`text` item 0 is int"):
         tokenizer(text)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [([], "empty list"), (["fine", None], "item 1 is NoneType"), ([["a", 1]], "item 0 is list"), ([[]], "item 0")],
+)
+def test_bad_batch_items(tokenizer, text, message):
+    with pytest.raises(ValueError, match=message):
+        tokenizer(text)
+
+
+def test_text_pairs_and_pretokenized_batches_still_work(tokenizer):
+    assert tokenizer([["the", "cat"]], is_split_into_words=True)["input_ids"] == [[2, 3]]
+    assert tokenizer([("the", "cat")])["input_ids"] == [[2, 3]]
+
+
+def test_ids_stay_inside_the_vocabulary(tokenizer):
+    # The model no longer range-checks ids: every id a text yields must be a real word or <unk>, never <pad>.
+    rng = random.Random(0)
+    alphabet = string.printable + "éÜß中文—“”'\u00a0\u200b"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 80))) for _ in range(200)]
+    ids = [i for row in tokenizer(texts)["input_ids"] for i in row]
+    assert ids and 0 < min(ids) and max(ids) < len(tokenizer) == tokenizer.vocab_size
+
+
+def test_saved_tokenizer_forgets_the_last_calls_truncation(tokenizer, tmp_path):
+    long_text = "the cat sat on the mat " * 10
+    tokenizer(long_text, padding="max_length", truncation=True, max_length=4)
+    tokenizer.save_pretrained(tmp_path)
+    reloaded = VattTokenizer.from_pretrained(tmp_path)
+    assert len(reloaded(long_text)["input_ids"]) == 60
+    assert "max_length" not in reloaded.init_kwargs
 
 
 def write_lines(path, lines):
@@ -145,6 +179,25 @@ def test_original_vocabulary_with_indices(tmp_path):
     assert tokenizer("Hello, unknown World!")["input_ids"] == [4, 3, 5]
     assert tokenizer.unk_token_id == 3 and tokenizer.pad_token_id == 0
     assert len(tokenizer) == 6
+
+
+def test_original_vocabulary_with_byte_order_mark(tmp_path):
+    path = tmp_path / "vocab.txt"
+    path.write_text("\ufeff0 <pad>\n1 <unk>\n2 hello\n", encoding="utf-8")
+    assert VattTokenizer.from_vocab_file(path).get_vocab() == {"<pad>": 0, "<unk>": 1, "hello": 2}
+
+
+def test_unreachable_vocabulary_entries_warn(tmp_path, caplog):
+    # They keep their ids (a trained word table stays aligned), but no text can produce them: say so.
+    path = write_lines(tmp_path / "vocab.txt", ["<pad>", "<unk>", "<eos>", "hello", "Hello", "don't"])
+    with caplog.at_level(logging.WARNING):
+        tokenizer = VattTokenizer.from_vocab_file(path)
+    assert "2 entries can never be produced" in caplog.text and "['Hello', \"don't\"]" in caplog.text
+    assert tokenizer("Hello don't")["input_ids"] == [3, 1]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        VattTokenizer.from_vocab_file(write_lines(tmp_path / "clean.txt", ["<pad>", "<unk>", "<eos>", "hello"]))
+    assert "never be produced" not in caplog.text
 
 
 def test_original_vocabulary_one_word_per_line(tmp_path):
