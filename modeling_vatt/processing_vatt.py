@@ -13,11 +13,32 @@
 # limitations under the License.
 """Processor pairing the VATT feature extractor and tokenizer."""
 
-from typing import Any
-
+import numpy as np
 from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
-from transformers.utils import TensorType
+from transformers.processing_utils import AudioKwargs, ProcessingKwargs, ProcessorMixin, Unpack
+
+
+class VattAudioKwargs(AudioKwargs, total=False):
+    """
+    crop (`str`, *optional*):
+        Window of a clip longer than `max_length`: `"random"` or `"center"` (see [`VattFeatureExtractor`]).
+    pad_mode (`str`, *optional*):
+        `"zeros"` or `"loop"`.
+    do_normalize (`bool`, *optional*):
+        Zero-mean, unit-variance normalise each clip.
+    generator (`np.random.Generator` or `int`, *optional*):
+        Random source (or seed) for `crop="random"`.
+    """
+
+    crop: str | None
+    pad_mode: str | None
+    do_normalize: bool | None
+    generator: np.random.Generator | int | None
+
+
+class VattProcessorKwargs(ProcessingKwargs, total=False):
+    audio_kwargs: VattAudioKwargs
+    _defaults = {"text_kwargs": {"padding": True, "truncation": True}}
 
 
 class VattProcessor(ProcessorMixin):
@@ -26,12 +47,18 @@ class VattProcessor(ProcessorMixin):
     (`input_ids`, `attention_mask`, `input_values`, `audio_attention_mask`) goes straight into
     `VattForContrastivePretraining`. `decode`/`batch_decode` forward to the tokenizer.
 
+    Keyword arguments follow transformers' typed processor kwargs: flat (`max_length=...`, applied to every
+    component that takes it), per modality (`text_kwargs={...}`, `audio_kwargs={...}`) or shared
+    (`return_tensors`). Text defaults to `padding=True, truncation=True` (to `model_max_length`).
+
     Args:
         feature_extractor ([`VattFeatureExtractor`]):
             Turns raw audio into `input_values` and `audio_attention_mask`.
         tokenizer ([`VattTokenizer`]):
             Turns transcripts into `input_ids` and `attention_mask`.
     """
+
+    valid_processor_kwargs = VattProcessorKwargs
 
     def __init__(self, feature_extractor, tokenizer):
         super().__init__(feature_extractor, tokenizer)
@@ -40,10 +67,7 @@ class VattProcessor(ProcessorMixin):
         self,
         text: str | list[str] | None = None,
         audio=None,
-        sampling_rate: float | None = None,
-        return_tensors: str | TensorType | None = None,
-        text_kwargs: dict[str, Any] | None = None,
-        audio_kwargs: dict[str, Any] | None = None,
+        **kwargs: Unpack[VattProcessorKwargs],
     ) -> BatchFeature:
         """
         Tokenize `text` and/or featurize `audio` into one [`BatchFeature`]; outputs are always batched.
@@ -55,15 +79,10 @@ class VattProcessor(ProcessorMixin):
             text (`str` or `list[str]`, *optional*):
                 One transcript or a batch of transcripts.
             audio (*optional*):
-                One clip or a batch of clips, in any layout [`VattFeatureExtractor`] accepts.
-            sampling_rate (`float`, *optional*):
-                Sampling rate of `audio`; resampled to the feature extractor's rate when different.
-            return_tensors (`str` or [`~utils.TensorType`], *optional*):
-                `"pt"` or `"np"`.
-            text_kwargs (`dict`, *optional*):
-                Extra tokenizer arguments; defaults are `padding=True, truncation=True` (to `model_max_length`).
-            audio_kwargs (`dict`, *optional*):
-                Extra feature-extractor arguments (`max_length`, `crop`, `pad_mode`, `generator`, ...).
+                One clip or a batch of clips, in any layout [`VattFeatureExtractor`] accepts; pass its
+                `sampling_rate` (resampled to the feature extractor's rate when different).
+            kwargs ([`VattProcessorKwargs`]):
+                Tokenizer and feature-extractor options, e.g. `max_length`, `crop`, `return_tensors="pt"`.
         """
         if text is None and audio is None:
             raise ValueError("Pass `text`, `audio` or both.")
@@ -75,14 +94,16 @@ class VattProcessor(ProcessorMixin):
             text = [text]
         if text is not None and len(text) == 0:
             raise ValueError("`text` is an empty list.")
+        text_kwargs = self._merge_kwargs(
+            VattProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
+        )["text_kwargs"]
+        # Without the tokenizer's saved defaults: its `max_length`/`pad_to_multiple_of` count tokens, not samples.
+        audio_kwargs = self._merge_kwargs(VattProcessorKwargs, **kwargs)["audio_kwargs"]
+        return_tensors = audio_kwargs.get("return_tensors") or text_kwargs.get("return_tensors")
 
         data = {}
         if audio is not None:
-            data.update(
-                self.feature_extractor(
-                    audio, sampling_rate=sampling_rate, return_tensors=return_tensors, **(audio_kwargs or {})
-                )
-            )
+            data.update(self.feature_extractor(audio, **audio_kwargs))
         if text is not None:
             num_texts = len(text)
             num_clips = len(data["input_values"]) if audio is not None else num_texts
@@ -91,8 +112,7 @@ class VattProcessor(ProcessorMixin):
                     f"Got {num_clips} audio clips and {num_texts} texts; contrastive pairs need equal counts "
                     "(or a single clip or a single text)."
                 )
-            text_kwargs = {"padding": True, "truncation": True, **(text_kwargs or {})}
-            data.update(self.tokenizer(text, return_tensors=return_tensors, **text_kwargs))
+            data.update(self.tokenizer(text, **text_kwargs))
         return BatchFeature(data, tensor_type=return_tensors)
 
 
@@ -102,4 +122,4 @@ def _describe(value) -> str:
     return type(value).__name__
 
 
-__all__ = ["VattProcessor"]
+__all__ = ["VattProcessor", "VattProcessorKwargs"]

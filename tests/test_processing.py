@@ -245,3 +245,38 @@ def test_remote_code_loading_without_the_package(processor, speech, tmp_path, mo
         cwd=elsewhere,
     )
     assert "VattProcessor VattFeatureExtractor VattTokenizer" in stdout and "remote code OK" in stdout
+
+
+def test_typed_processor_kwargs(processor, speech):
+    clips, texts = speech
+    # Flat kwargs reach the component that takes them; per-modality dicts and `return_tensors` still work.
+    flat = processor(text=texts, audio=clips, sampling_rate=48000, crop="center", max_length=2048, return_tensors="pt")
+    nested = processor(
+        text=texts,
+        audio=clips,
+        return_tensors="pt",
+        audio_kwargs={"sampling_rate": 48000, "crop": "center", "max_length": 2048},
+    )
+    assert flat["input_values"].shape == (5, 2048) and isinstance(flat["input_ids"], torch.Tensor)
+    for key in ("input_values", "audio_attention_mask", "input_ids"):
+        assert torch.equal(flat[key], nested[key])
+    centre = (len(clips[0]) - 2048) // 2
+    np.testing.assert_array_equal(flat["input_values"][0].numpy(), clips[0][centre : centre + 2048])
+    # A text option stays with the tokenizer and an audio option with the feature extractor.
+    short = processor(text=texts, audio=clips, sampling_rate=48000, text_kwargs={"max_length": 4})
+    assert len(short["input_ids"][0]) == 4 and len(short["input_values"][0]) >= len(clips[0])
+    with pytest.raises(ValueError, match="`pad_mode` must be one of"):
+        processor(audio=clips, sampling_rate=48000, pad_mode="mirror")
+
+
+def test_tokenizer_defaults_do_not_reach_the_audio(processor, speech, tmp_path):
+    # A tokenizer saved after a call with `max_length` reloads with it as a default; in tokens, not samples.
+    clips, texts = speech
+    processor(text=texts, padding="max_length", max_length=16, truncation=True)
+    processor.save_pretrained(tmp_path)
+    reloaded = VattProcessor.from_pretrained(tmp_path)
+    expected = processor(text=texts, audio=clips, sampling_rate=48000, return_tensors="np")
+    outputs = reloaded(text=texts, audio=clips, sampling_rate=48000, return_tensors="np")
+    for key, value in expected.items():
+        np.testing.assert_array_equal(outputs[key], value)
+    assert expected["input_ids"].shape[1] > 16
