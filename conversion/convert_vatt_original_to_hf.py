@@ -304,8 +304,7 @@ def _count_layers(variables: dict[str, np.ndarray], layers_root: str) -> int:
 def _generic_encoder_sizes(variables, tf_root: str, settings: Settings, text_heads: int | None = None) -> dict:
     """The pre-LN encoder of WaT / UVATT; only the total attention width is stored, not the head count."""
     hidden_size, attention_width = _shape(variables, f"{tf_root}tx/layers/0/mha/q/kernel")
-    heads = settings.attention_heads("audio_config.num_attention_heads", attention_width, AUDIO_HEADS, text_heads)
-    source = settings.recorded["audio_config.num_attention_heads"].source
+    heads = settings.attention_heads("audio_config", attention_width, AUDIO_HEADS, text_heads)
     settings.given("audio pre_norm", ("audio", "pre_norm"), supported=(True,))
     return {
         "hidden_size": settings.read("audio_config.hidden_size", hidden_size, ("audio", "d_model")),
@@ -313,9 +312,7 @@ def _generic_encoder_sizes(variables, tf_root: str, settings: Settings, text_hea
             "audio_config.num_hidden_layers", _count_layers(variables, f"{tf_root}tx/layers/"), ("audio", "num_layers")
         ),
         "num_attention_heads": heads,
-        "head_dim": settings.record(
-            "audio_config.head_dim", attention_width // heads, source, "attention width / heads"
-        ),
+        "head_dim": attention_width // heads,
         "intermediate_size": settings.read(
             "audio_config.intermediate_size",
             _shape(variables, f"{tf_root}tx/layers/0/feed_forward/mlp/wi/kernel")[1],

@@ -237,9 +237,10 @@ class Settings:
         note = f"not stored in the checkpoint; the released default; {self.override_hint(key, flag)}"
         return self.record(name, value, source, note if source == "assumed" else "")
 
-    def attention_heads(self, name: str, width: int, key: Key, fallback: int | None) -> int:
-        """Heads of a generic encoder, whose checkpoint stores only their total width (`num_heads * d_kv`)."""
-        heads = self.flags.get("audio_num_heads")
+    def attention_heads(self, tower: str, width: int, key: Key, fallback: int | None) -> int:
+        """Heads of a generic encoder, whose checkpoint stores only their total width (`num_heads * d_kv`); records
+        `{tower}.num_attention_heads` and `{tower}.head_dim`."""
+        name, heads = f"{tower}.num_attention_heads", self.flags.get("audio_num_heads")
         hint = self.override_hint(key, "audio_num_heads")
         if self.original is not None:
             heads = self.given(name, key, flag="audio_num_heads")
@@ -262,6 +263,9 @@ class Settings:
             )
         if heads <= 0 or width % heads:
             raise ConversionError(f"{heads} attention heads do not divide the attention width {width}.")
+        heads_setting = self.recorded[name]
+        note = heads_setting.note and f"attention width {width} / the assumed head count; {hint}"
+        self.record(f"{tower}.head_dim", width // heads, heads_setting.source, note)
         return heads
 
     def by_source(self) -> dict[str, dict[str, Any]]:

@@ -622,6 +622,7 @@ def test_without_original_config_every_assumption_is_printed(modified_tx_fac, tm
     assert run.returncode == 0, run.stderr[-2000:]
     assumed = assumed_lines(run.stdout)
     assert set(assumed) == TX_FAC_NOT_STORED
+    assert all("override with --" in line for line in assumed.values()), assumed
     distance = assumed["text_config.relative_attention_max_distance"]
     assert distance.startswith("assumed text_config.relative_attention_max_distance = 64: not stored")
     assert "--text_max_relative_distance or --original_config (backbone_config.text_model_kwargs." in distance
