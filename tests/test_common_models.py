@@ -121,8 +121,14 @@ class VattContrastiveModelTester:
         text = self.text_model_tester.get_config().to_dict()
         if self.modality_agnostic:
             text = {key: text[key] for key in ("vocab_size", "embedding_size", "max_position_embeddings")}
+        # Unit logit scale: the mixin compares eager and SDPA `logits_per_text` in fp16 at atol 5e-3, and VATT's scale
+        # (1 / 0.07) multiplies the fp16 rounding both share (each is ~2e-2 off float32 at that scale) past it.
         return VattConfig(
-            audio_config=audio, text_config=text, modality_agnostic=self.modality_agnostic, projection_dim=16
+            audio_config=audio,
+            text_config=text,
+            modality_agnostic=self.modality_agnostic,
+            projection_dim=16,
+            logit_scale_init_value=0.0,
         )
 
     def prepare_config_and_inputs_for_common(self) -> tuple[VattConfig, dict]:
