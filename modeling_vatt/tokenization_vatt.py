@@ -43,8 +43,9 @@ class VattTokenizer(TokenizersBackend):
     Like the original (DMVR `WordTokenizer`), a text is normalised by deleting every ASCII punctuation character
     (`"don't"` → `"dont"`) and lowercasing ASCII letters, then split on whitespace; each word maps to its id or to
     `<unk>`. Non-ASCII characters (accented letters, CJK, typographic quotes and dashes) are kept unchanged, as in the
-    original. There are no BOS/EOS tokens, `<pad>` has id 0 (the model treats id 0 as padding) and special-token
-    strings in a text are ordinary words (`"<pad>"` becomes `"pad"`), so a text can never produce id 0.
+    original. There are no BOS/EOS tokens, padding uses `<pad>` (id 0 in the original vocabularies; its id must be the
+    model's `text_config.pad_token_id`) and special-token strings in a text are ordinary words (`"<pad>"` becomes
+    `"pad"`), so a text can never produce the padding id.
 
     Build one with [`~VattTokenizer.from_corpus`], [`~VattTokenizer.from_vocab_file`] (original vocabulary files) or
     [`~VattTokenizer.from_model`] (any 🤗 Tokenizers model, e.g. WordPiece), or load a saved one with
@@ -90,15 +91,12 @@ class VattTokenizer(TokenizersBackend):
         """
         Wrap a 🤗 Tokenizers model (`WordLevel`, `WordPiece`, ...) in the VATT normalisation and whitespace split.
 
-        `pad_token` must have id 0. For a BERT WordPiece vocabulary, for example:
+        The id of `pad_token` must be the model's `text_config.pad_token_id`. For a BERT WordPiece vocabulary:
         `VattTokenizer.from_model(models.WordPiece.from_file("vocab.txt", unk_token="[UNK]"), pad_token="[PAD]",
         unk_token="[UNK]", decoder=decoders.WordPiece())`.
         """
-        if model.token_to_id(pad_token) != 0:
-            raise ValueError(
-                f"The padding token {pad_token!r} must have id 0 (VATT masks text with `input_ids != 0`), got "
-                f"{model.token_to_id(pad_token)}."
-            )
+        if model.token_to_id(pad_token) is None:
+            raise ValueError(f"The vocabulary has no padding token {pad_token!r}.")
         if model.token_to_id(unk_token) is None:
             raise ValueError(f"The vocabulary has no unknown token {unk_token!r}.")
         backend = Tokenizer(model)
@@ -147,8 +145,8 @@ class VattTokenizer(TokenizersBackend):
     ) -> "VattTokenizer":
         """
         Load an original VATT/DMVR vocabulary (e.g. `howto100m_en.txt`): one `idx word` or `word` per line, where a
-        bare word gets its 0-based line number (a UTF-8 byte-order mark is ignored). It must contain `<pad>` (with
-        id 0) and `<unk>`; other entries such as `<bos>`/`<eos>` are kept as ordinary words. Ids must be unique and
+        bare word gets its 0-based line number (a UTF-8 byte-order mark is ignored). It must contain `<pad>` (id 0 in
+        the original files; the model's `text_config.pad_token_id` must match) and `<unk>`; other entries such as `<bos>`/`<eos>` are kept as ordinary words. Ids must be unique and
         cover `0 .. n-1`. Entries that the normalisation changes (upper case, ASCII punctuation) keep their ids, so
         that a trained word table stays aligned, but no text can produce them: a warning lists them.
         """
@@ -172,8 +170,6 @@ class VattTokenizer(TokenizersBackend):
         for token in (PAD_TOKEN, UNK_TOKEN):
             if token not in vocab:
                 raise ValueError(f"{vocab_file}: the vocabulary must contain {token}.")
-        if vocab[PAD_TOKEN] != 0:
-            raise ValueError(f"{vocab_file}: {PAD_TOKEN} has id {vocab[PAD_TOKEN]}, but VATT requires id 0.")
         normalizer = vatt_normalizer()
         unreachable = [
             word

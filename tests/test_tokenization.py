@@ -213,9 +213,8 @@ def test_original_vocabulary_one_word_per_line(tmp_path):
 @pytest.mark.parametrize(
     "lines, message",
     [
-        (["1 <pad>", "0 <unk>"], "<pad> has id 1, but VATT requires id 0"),
         (["<pad>", "hello"], "must contain <unk>"),
-        (["<unk>", "<pad>"], "has id 1"),
+        (["<unk>", "hello"], "must contain <pad>"),
         (["0 <pad>", "1 <unk>", "1 hello"], "id 1 is used twice"),
         (["<pad>", "<unk>", "hello", "hello"], "not unique"),
         (["0 <pad>", "1 <unk>", "3 hello"], "ids must be exactly"),
@@ -243,8 +242,11 @@ def test_wordpiece_model():
     )
     assert wordpiece("Hello, World! xyz")["input_ids"] == [2, 3, 4, 1]
     assert wordpiece.decode([2, 3, 4, 0], skip_special_tokens=True) == "hello world"
-    with pytest.raises(ValueError, match="must have id 0"):
-        VattTokenizer.from_model(models.WordLevel({"<unk>": 0, "<pad>": 1}, unk_token="<unk>"))
+    # Padding at another id (the model's `text_config.pad_token_id` must then match).
+    other = VattTokenizer.from_model(models.WordLevel({"<unk>": 0, "<pad>": 1, "a": 2}, unk_token="<unk>"))
+    assert other.pad_token_id == 1 and other(["a a", "<pad>"], padding=True)["input_ids"] == [[2, 2], [0, 1]]
+    with pytest.raises(ValueError, match="no padding token"):
+        VattTokenizer.from_model(models.WordLevel({"<unk>": 0, "a": 1}, unk_token="<unk>"))
     with pytest.raises(ValueError, match="no unknown token"):
         VattTokenizer.from_model(models.WordLevel({"<pad>": 0, "a": 1}, unk_token="<unk>"))
 
