@@ -5,7 +5,7 @@ Every (preset, length, mode) runs in a fresh process, whose peak resident set si
 Python and torch included) is read from the kernel. Modes:
 
 - `window, streamed`: `LongAudioIndex.build` (`modeling_vatt/long_audio.py`) reads the WAV file in blocks and
-  encodes `windows_per_batch` windows at a time; the waveform is never whole in memory. Timed end to end (file
+  encodes `WINDOWS_PER_BATCH` windows at a time; the waveform is never whole in memory. Timed end to end (file
   hashing and decoding included).
 - `window, one call`: the whole waveform (float32, read from the file) in one `audio_model(...)` call, windowed
   inside the model.
@@ -38,10 +38,11 @@ from timing import encoder_flops, markdown_table, report_peak_rss, run_with_peak
 
 from modeling_vatt import VattAudioConfig, VattConfig, VattForContrastivePretraining  # noqa: E402
 from modeling_vatt.long_audio import LongAudioIndex  # noqa: E402
-from modeling_vatt.modeling_vatt import window_layout  # noqa: E402
+from modeling_vatt.windowing_vatt import windows_for_length  # noqa: E402
 
 MODES = ("window, streamed", "window, one call", "full")
 SAMPLING_RATE = 48_000
+WINDOWS_PER_BATCH = 16  # windows per model call, streamed and in one call alike
 
 
 class SyntheticRecording:
@@ -88,17 +89,19 @@ def run_child(preset: str, path: Path, mode: str) -> dict:
     model = build_model(preset, mode)
     config = model.config.audio_config
     with torch.inference_mode():  # warm-up on one window so one-off start-up costs are not timed
-        model.audio_model(input_values=torch.randn(1, config.window_patches * config.patch_size))
+        model.audio_model(input_values=torch.randn(1, config.window_length * config.patch_size))
     if mode == "model only":
         return {"seconds": 0.0, "windows": 0}
     start = time.perf_counter()
     if mode == "window, streamed":
-        index = LongAudioIndex.build(model, None, path, batch_windows=config.windows_per_batch, progress=False)
+        index = LongAudioIndex.build(model, None, path, batch_windows=WINDOWS_PER_BATCH, progress=False)
         windows = len(index)
     else:
         waveform, _ = soundfile.read(path, dtype="float32")
         with torch.inference_mode():
-            output = model.audio_model(input_values=torch.from_numpy(waveform)[None])
+            output = model.audio_model(
+                input_values=torch.from_numpy(waveform)[None], windows_per_batch=WINDOWS_PER_BATCH
+            )
         windows = 1 if output.window_pooler_output is None else output.window_pooler_output.shape[1]
     return {"seconds": time.perf_counter() - start, "windows": windows}
 
@@ -115,8 +118,8 @@ def estimated_tflop(preset: str, seconds: float, mode: str) -> float:
     )
     if mode == "full":
         return encoder_flops(patches + 1, *dims) / 1e12
-    windows = window_layout(patches, config.window_patches, config.window_overlap).shape[0]
-    return windows * encoder_flops(config.window_patches + 1, *dims) / 1e12
+    windows = windows_for_length(patches, config.window_length, config.window_overlap)
+    return windows * encoder_flops(config.window_length + 1, *dims) / 1e12
 
 
 def format_duration(seconds: float) -> str:
@@ -160,11 +163,11 @@ def main(argv: list[str] | None = None) -> str:
         args.presets, args.durations, args.one_call_durations, args.full_durations = ["tiny"], [2], [2], [2]
 
     config = VattAudioConfig.from_preset(args.presets[0])
-    window_seconds = config.window_patches * config.patch_size / SAMPLING_RATE
+    window_seconds = config.window_length * config.patch_size / SAMPLING_RATE
     intro = (
         "### Long recordings (48 kHz), VATT audio tower, inference mode\n\n"
-        f"Windows of {config.window_patches} patches ({window_seconds:g} s), overlap {config.window_overlap}, "
-        f"{config.windows_per_batch} windows per model call, {threads} threads. Peak RSS is the whole fresh process "
+        f"Windows of {config.window_length} patches ({window_seconds:g} s), overlap {config.window_overlap}, "
+        f"{WINDOWS_PER_BATCH} windows per model call, {threads} threads. Peak RSS is the whole fresh process "
         "(`model only` = Python, torch, transformers and the model after a one-window warm-up). The raw float32 "
         f"waveform alone is {SAMPLING_RATE * 4 * 60 / 2**20:.3g} MiB per minute "
         f"({SAMPLING_RATE * 4 * 3600 / 2**20:,.0f} MiB per hour).\n\n"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 from transformers import initialization as init
 from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -407,6 +408,24 @@ def eager_attention_forward(
     return _masked_softmax_attention(module, scores, value, attention_mask, dropout)
 
 
+class _ReversedKeyBias(torch.autograd.Function):
+    """
+    [`VattRelativePositionBias.reversed_key_view`] whose gradient sums the anti-diagonals by padding and reshaping
+    (autograd's `as_strided` backward would scatter every score into the offsets one index at a time).
+    """
+
+    @staticmethod
+    def forward(ctx, per_offset: torch.Tensor) -> torch.Tensor:
+        return VattRelativePositionBias.reversed_key_view(per_offset)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        heads, length = grad.shape[1], grad.shape[-1]
+        # Rows padded to 2 * length and re-read with row length 2 * length - 1 put entry (q, j) in column q + j.
+        padded = F.pad(grad.sum(0), (0, length)).flatten(1)[:, : length * (2 * length - 1)]
+        return padded.view(heads, length, 2 * length - 1).sum(1).flip(1)
+
+
 def _masked_softmax_attention(
     module: nn.Module, scores: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -436,17 +455,25 @@ def sdpa_relative_bias_attention_forward(
     strided [`VattRelativePositionBias.reversed_key_view`] of the offsets, read in place.
 
     A bias that needs a gradient (training) gets plain attention math on the same layout: SDPA's fused CPU kernels
-    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score.
-    Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
+    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score; the
+    bias gradient sums the anti-diagonals with [`_ReversedKeyBias`]. On CUDA without attention dropout it gets
+    [`flex_relative_bias_attention_forward`] instead (FlexAttention has no dropout, and no backward on CPU in torch
+    2.13). Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
     padded), so one strided bias serves the whole batch on the fused kernel.
     """
+    trained_bias = position_bias.requires_grad and torch.is_grad_enabled()
+    if trained_bias and query.device.type == "cuda" and dropout == 0.0:
+        return flex_relative_bias_attention_forward(
+            module, query, key, value, attention_mask, scaling, position_bias=position_bias
+        )
     key, value = key.flip(2), value.flip(2)
     attention_mask = None if attention_mask is None else attention_mask.flip(-1)
-    bias = VattRelativePositionBias.reversed_key_view(position_bias)
-    if position_bias.requires_grad and torch.is_grad_enabled():
-        scores = torch.matmul(query, key.transpose(-1, -2)) * scaling + bias
+    if trained_bias:
+        query = query if scaling == 1.0 else query * scaling
+        scores = torch.matmul(query, key.transpose(-1, -2)) + _ReversedKeyBias.apply(position_bias)
         output, _ = _masked_softmax_attention(module, scores, value, attention_mask, dropout)
         return output, None
+    bias = VattRelativePositionBias.reversed_key_view(position_bias)
     head_dim = value.shape[-1]
     if attention_mask is not None:
         padded = torch.zeros_like(key[..., :1]).masked_fill(
@@ -457,9 +484,63 @@ def sdpa_relative_bias_attention_forward(
     return output[..., :head_dim].transpose(1, 2).contiguous(), None
 
 
-# Attention functions that take the relative bias: SDPA gets its own in-place layout; eager is the default.
+@functools.cache
+def _compiled_flex_attention() -> Callable:
+    """
+    FlexAttention compiled (it only runs fused when compiled) for static shapes, once per length: inductor's CPU code
+    for dynamic shapes fails to build in torch 2.13. Inside a compiled model the raw op is used.
+    """
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def flex_relative_bias_attention_forward(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    position_bias: torch.Tensor | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """
+    FlexAttention with a `score_mod` that reads the per-offset relative bias of [`VattRelativePositionBias`] (O(length)
+    memory; its gradient comes from the fused backward) and the boolean key mask `(batch, 1, 1, length)` as a block
+    mask. FlexAttention has no attention dropout, and in torch 2.13 no backward on CPU.
+    """
+    if dropout > 0.0:
+        raise ValueError(
+            "FlexAttention has no attention dropout: set `attention_dropout=0` or use attn_implementation='sdpa'."
+        )
+
+    def add_bias(
+        score: torch.Tensor, batch: torch.Tensor, head: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+    ) -> torch.Tensor:
+        return score + position_bias[head, kv_idx - q_idx + position_bias.shape[1] // 2]
+
+    block_mask = None
+    if attention_mask is not None:
+        key_mask = attention_mask[:, 0, 0]
+
+        def real_key(
+            batch: torch.Tensor, head: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+        ) -> torch.Tensor:
+            return key_mask[batch, kv_idx]
+
+        block_mask = create_block_mask(
+            real_key, key_mask.shape[0], None, query.shape[2], key.shape[2], device=query.device
+        )
+    attend = flex_attention if torch.compiler.is_compiling() else _compiled_flex_attention()
+    output = attend(query, key, value, score_mod=add_bias, block_mask=block_mask, scale=scaling)
+    return output.transpose(1, 2).contiguous(), None
+
+
+# Attention functions that take the relative bias: SDPA gets its own in-place layout; eager is the default. SDPA uses
+# FlexAttention for a trained bias on CUDA; `"flex_attention"` selects it everywhere (not for training on CPU).
 RELATIVE_BIAS_ATTENTION_FUNCTIONS = AttentionInterface()
 RELATIVE_BIAS_ATTENTION_FUNCTIONS["sdpa"] = sdpa_relative_bias_attention_forward
+RELATIVE_BIAS_ATTENTION_FUNCTIONS["flex_attention"] = flex_relative_bias_attention_forward
 
 
 class VattAttention(nn.Module):
