@@ -15,6 +15,7 @@ from test_long_audio_search import _model, speech_tokenizer
 from modeling_vatt import VattForContrastivePretraining
 from modeling_vatt.archive import ArchiveIndex, build_archive_index, list_recordings, shard_recordings
 from modeling_vatt.audio_utils import load_audio
+from modeling_vatt.downstream import cached_window_features
 from modeling_vatt.embedding_cache import CorruptCacheError, load_arrays, save_arrays
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
 from modeling_vatt.long_audio import LongAudioIndex
@@ -267,3 +268,30 @@ def test_retrieve_example_keeps_one_cache_file_and_skips_unreadable_files(tmp_pa
     assert again == first
     retrieve.main([*argv, "--similar_to", str(folder / "cards" / "cards_001.flac")])
     assert "Indexed 10 recordings (0 encoded, 10 from the cache)." in capsys.readouterr().out
+
+
+def test_probe_feature_cache_rebuilds_a_corrupt_file_and_checks_its_folder_first(model, tmp_path, caplog):
+    feature_extractor = VattFeatureExtractor()
+    clips = [load_audio(path)[:20_000] for path in sorted(SPEECH.glob("cards_*.flac"))]
+    calls = []
+
+    def batches():
+        calls.append(1)
+        return [feature_extractor(clips, sampling_rate=48000, return_tensors="pt")]
+
+    def features():
+        return cached_window_features(model.audio_model, batches, tmp_path / "cache", "speech", {"crop": None})
+
+    first, path, hit = features()
+    assert not hit and len(calls) == 1 and first.features.shape[:2] == (5, 4)
+    path.write_bytes(path.read_bytes()[:100])
+    with caplog.at_level(logging.WARNING):
+        again, again_path, hit = features()
+    assert not hit and again_path == path and len(calls) == 2 and f"{path}" in caplog.text
+    assert torch.equal(again.features, first.features) and features()[2]
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="a_file"):
+        cached_window_features(model.audio_model, batches, blocker / "cache", "speech")
+    assert len(calls) == 2  # nothing was computed for the unwritable folder
