@@ -8,7 +8,9 @@ Like ViT's CLS token, the AGG token sits at index 0 of `last_hidden_state`, so t
 of patches (words) + 1. Skipped tests, each with its reason (`SKIPS` below):
 - VattForContrastivePretraining: `test_hidden_states_output`, `test_retain_grad_hidden_states_attentions`,
   `test_attention_outputs`: the contrastive output nests them per tower, like CLIP/CLAP; the tower testers run them.
-- every class: `test_inputs_embeds`, `test_model_get_set_embeddings` for audio (raw waveforms have no token table).
+- VattForContrastivePretraining: `test_get_text_features_output` (return_dict True/None): the mixin expects the input
+  length, `last_hidden_state` has 1 + input length (the AGG token).
+- VattAudioModel, VattForAudioClassification: `test_model_get_set_embeddings` (raw waveforms have no token table).
 """
 
 import unittest
@@ -163,10 +165,6 @@ class VattAudioModelTest(ModelTesterMixin, unittest.TestCase):
         self.config_tester.run_common_tests()
 
     @SKIPS["no_token_table"]
-    def test_inputs_embeds(self):
-        pass
-
-    @SKIPS["no_token_table"]
     def test_model_get_set_embeddings(self):
         pass
 
@@ -232,10 +230,6 @@ class VattForContrastivePretrainingTest(ModelTesterMixin, unittest.TestCase):
 
     @SKIPS["nested_outputs"]
     def test_attention_outputs(self):
-        pass
-
-    @SKIPS["no_token_table"]
-    def test_inputs_embeds(self):
         pass
 
     # `parameterized` expands the mixin's test into one method per `return_dict`; `False` checks no shape and runs.
