@@ -142,6 +142,16 @@ def test_text_and_audio_queries_return_merged_moments_across_the_archive(model, 
             assert moment.score == pytest.approx(float(brute[run].max()), abs=1e-5)
     unmerged = archive.search(model, tokenizer, queries[0], top_k=6, merge_adjacent=False)
     assert [len(moment.window_indices) for moment in unmerged] == [1] * 6
+    # FAISS's own flat search and an approximate index (float16 storage, every list probed) agree with it.
+    query = archive_query(model, tokenizer, queries[0])[None]
+    faiss_ids = archive.index.search(query, 6)[1][0]
+    assert [moment.window_indices for moment in unmerged] == [(int(i),) for i in faiss_ids]
+    build_archive_index(model, None, folder, tmp_path / "approximate", faiss_factory="IVF4,SQfp16", progress=False)
+    approximate = ArchiveIndex.load(tmp_path / "approximate", search_parameters="nprobe=4")
+    assert approximate.info["faiss_factory"] == "IVF4,SQfp16" and len(approximate) == len(archive)
+    found = approximate.search(model, tokenizer, queries[0], top_k=6, merge_adjacent=False)
+    assert [(m.window_indices, m.file) for m in found] == [(m.window_indices, m.file) for m in unmerged]
+    assert [m.score for m in found] == pytest.approx([m.score for m in unmerged], abs=1e-3)
 
     # A clip that is exactly the first window of a recording finds that window first, with cosine 1.
     audio = load_audio(folder / "novel" / "sense_and_sensibility_0880.flac")
