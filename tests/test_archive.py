@@ -6,6 +6,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 import soundfile
@@ -15,7 +16,7 @@ from test_long_audio_search import _model, speech_tokenizer
 from modeling_vatt import VattForContrastivePretraining
 from modeling_vatt.archive import ArchiveIndex, build_archive_index, list_recordings, shard_recordings
 from modeling_vatt.audio_utils import load_audio
-from modeling_vatt.downstream import cached_window_features
+from modeling_vatt.downstream import cached_window_features, with_undecoded_audio
 from modeling_vatt.embedding_cache import CorruptCacheError, load_arrays, save_arrays
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
 from modeling_vatt.long_audio import LongAudioIndex
@@ -250,6 +251,9 @@ def test_manifest_source_and_clear_errors(model, tmp_path):
     assert skipped == [("row 2 (missing.flac)", "missing audio file")]
     with pytest.raises(ValueError, match="No audio column 'path'"):
         list_recordings(manifest, audio_column="path")
+    dataset = datasets.Dataset.from_dict({"audio": [str(folder / "cards" / "cards_001.flac"), str(tmp_path / "no")]})
+    from_dataset, skipped = list_recordings(with_undecoded_audio(dataset, "audio"))
+    assert [item.path for item in from_dataset] == [folder / "cards" / "cards_001.flac"] and len(skipped) == 1
     with pytest.raises(FileNotFoundError, match="neither a folder"):
         list_recordings(tmp_path / "nothing.csv")
     with pytest.raises(FileNotFoundError, match="No archive index"):
