@@ -211,7 +211,9 @@ class VattFeatureExtractor(SequenceFeatureExtractor):
         - a batch: a list of clips, or a 2-D array/tensor `(batch, samples)` of mono clips;
         - multi-channel clips (`(channels, samples)` or `(samples, channels)`; the shorter axis holds the channels)
           are mixed down to the mean of their channels;
-        - integer PCM (`int8/16/32`, `uint8`) is scaled to [-1, 1); float input is used as is.
+        - integer PCM (`int8/16/32`, `uint8`) is scaled to [-1, 1); float input is used as is;
+        - NaN/inf samples, float samples beyond the float32 range (or that resampling pushes past it) and non-numeric
+          dtypes are errors, so `input_values` is always finite float32 (the model does not check it again).
 
     Args:
         feature_size (`int`, *optional*, defaults to 1):
