@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--faiss_factory",
         default="Flat",
-        help='FAISS index description: "Flat" (exact), or e.g. "HNSW32" or "IVF1024,SQfp16" past a million windows',
+        help='FAISS index: "Flat" (exact), "SQfp16" (every window in float16), or "IVF2048,SQfp16" past a million windows',
     )
     parser.add_argument("--window_seconds", type=float, default=None, help="window length (default: the model's)")
     parser.add_argument("--hop_seconds", type=float, default=None, help="hop between windows (default: the model's)")

@@ -251,7 +251,8 @@ class ArchiveBuilder:
 
         Args:
             faiss_factory: a `faiss.index_factory` description with inner-product metric: `"Flat"` (exact, the
-                default), or approximate ones such as `"HNSW32"`, `"IVF1024,SQfp16"` or `"IVF1024,PQ64"`.
+                default), `"SQfp16"` (every window, in float16) or approximate ones such as `"IVF2048,SQfp16"`,
+                `"IVF2048,PQ32"` or `"HNSW32"` (see `docs/archive_search.md`).
             train_size: windows sampled to train an index that needs training (IVF, PQ).
         """
         faiss = _faiss()
