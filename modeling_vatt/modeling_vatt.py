@@ -669,8 +669,13 @@ class VattEncoderLayer(GradientCheckpointingLayer):
         self,
         hidden_states: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> torch.Tensor:
+        # The shared relative bias (T5-style layers) is positional: reentrant checkpointing only re-enters the graph
+        # of positional tensors, so as a keyword every layer would backpropagate through the bias graph again.
+        if position_bias is not None:
+            kwargs["position_bias"] = position_bias
         attn_output, _ = self.self_attn(self.layer_norm1(hidden_states), attention_mask, **kwargs)
         hidden_states = hidden_states + self.dropout(attn_output)
         return hidden_states + self.dropout(self.mlp(self.layer_norm2(hidden_states)))
@@ -702,11 +707,12 @@ class VattEncoder(nn.Module):
         self,
         inputs_embeds: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
+        position_bias: torch.Tensor | None = None,
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         hidden_states = inputs_embeds
         for layer in self.layers:
-            hidden_states = layer(hidden_states, attention_mask, **kwargs)
+            hidden_states = layer(hidden_states, attention_mask, position_bias, **kwargs)
         return BaseModelOutput(last_hidden_state=self.dropout(self.final_layer_norm(hidden_states)))
 
 
@@ -727,7 +733,7 @@ class VattT5Encoder(VattEncoder):
         **kwargs: Unpack[TransformersKwargs],
     ) -> BaseModelOutput:
         position_bias = self.relative_attention_bias(inputs_embeds.shape[1], inputs_embeds.dtype)
-        return super().forward(inputs_embeds, attention_mask, position_bias=position_bias, **kwargs)
+        return super().forward(inputs_embeds, attention_mask, position_bias, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
