@@ -9,7 +9,7 @@ TORCH_INDEX_URL ?=
 EXTRAS ?= dev,train,corpus,conversion,archive
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench gpu-check install clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ BENCH_MALLOC_ENV := MALLOC_MMAP_THRESHOLD_=4294967296 MALLOC_TRIM_THRESHOLD_=429
 
 bench: $(VENV)/.installed
 	$(BENCH_MALLOC_ENV) $(PY) benchmarks/run_all.py --output benchmarks/RESULTS.md
+
+# One table on one GPU in at most 8 minutes (see benchmarks/README.md); says so and exits 0 without a GPU.
+gpu-check: $(VENV)/.installed
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

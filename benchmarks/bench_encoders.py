@@ -42,6 +42,24 @@ from timing import (  # noqa: E402
 
 from modeling_vatt import VattAudioConfig, VattAudioModel, VattTextConfig, VattTextModel  # noqa: E402
 
+SECTIONS = ("peers", "dropout", "droptoken", "attention", "bf16", "memory", "compile", "compile-training")
+TRAINING_DROPOUT = 0.1  # the presets' hidden and attention dropout
+PEER_HEADERS = [
+    "tower",
+    "preset",
+    "tokens",
+    "peer",
+    "pass",
+    "rounds",
+    "VATT s",
+    "peer s",
+    "speed vs peer",
+    "VATT GFLOP/s",
+    "peer GFLOP/s",
+    "matmul ceiling GFLOP/s",
+    "VATT efficiency",
+]
+
 # Benchmark preset -> (audio preset, text preset), as in `VattConfig.from_preset`.
 PRESETS = {"small": ("small", "small"), "base": ("base", "t5_small"), "tiny": ("tiny", "tiny")}
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_dropout": 0.0}
@@ -84,15 +102,15 @@ def text_model(preset: str, length: int, attn: str = "sdpa", **overrides) -> tup
 
 
 def _peer_encoder_kwargs(config: VattAudioConfig | VattTextConfig) -> dict:
-    """ViT/BERT config fields giving a peer VATT's encoder dimensions (exact GELU, no dropout)."""
+    """ViT/BERT config fields giving a peer VATT's encoder dimensions and dropout (exact GELU)."""
     return {
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_hidden_layers,
         "num_attention_heads": config.num_attention_heads,
         "intermediate_size": config.intermediate_size,
         "hidden_act": "gelu",
-        "hidden_dropout_prob": 0.0,
-        "attention_probs_dropout_prob": 0.0,
+        "hidden_dropout_prob": config.hidden_dropout_prob,
+        "attention_probs_dropout_prob": config.attention_dropout,
         "layer_norm_eps": config.layer_norm_eps,
     }
 
@@ -108,8 +126,13 @@ def _pair(
     return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, tokens, config.hidden_size, config.intermediate_size)
 
 
-def audio_pair(preset: str, patches: int) -> Pair:
-    vatt, vatt_inputs = audio_model(preset, patches)
+def dropout_overrides(dropout: float) -> dict:
+    """Config overrides setting VATT's hidden and attention dropout (the peers copy both)."""
+    return {"hidden_dropout_prob": dropout, "attention_dropout": dropout}
+
+
+def audio_pair(preset: str, patches: int, dropout: float = 0.0, attn: str = "sdpa") -> Pair:
+    vatt, vatt_inputs = audio_model(preset, patches, attn=attn, **dropout_overrides(dropout))
     config = vatt.config
     peer_config = ViTConfig(
         **_peer_encoder_kwargs(config),
@@ -123,8 +146,8 @@ def audio_pair(preset: str, patches: int) -> Pair:
     return _pair(vatt, peer, vatt_inputs, peer_inputs, patches + 1, config.patch_size)
 
 
-def text_pair(preset: str, length: int) -> Pair:
-    vatt, vatt_inputs = text_model(preset, length)
+def text_pair(preset: str, length: int, dropout: float = 0.0, attn: str = "sdpa") -> Pair:
+    vatt, vatt_inputs = text_model(preset, length, attn=attn, **dropout_overrides(dropout))
     config = vatt.config
     peer_config = BertConfig(
         **_peer_encoder_kwargs(config),
@@ -144,24 +167,32 @@ def tower_model(tower: str, preset: str, length: int, **kwargs) -> tuple[torch.n
     return (audio_model if tower == "audio" else text_model)(preset, length, **kwargs)
 
 
+def bf16_autocast(inputs: dict, enabled: bool) -> torch.autocast:
+    """bf16 autocast on the inputs' device (off unless `enabled`)."""
+    return torch.autocast(next(iter(inputs.values())).device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 def forward_fn(model: torch.nn.Module, inputs: dict, autocast: bool = False) -> Callable[[], torch.Tensor]:
     """Inference-mode forward returning the first token's output (VATT's pooled output, ViT/BERT's CLS)."""
     model.eval()
 
     def run() -> torch.Tensor:
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.inference_mode(), bf16_autocast(inputs, autocast):
             return model(**inputs).last_hidden_state[:, 0]
 
     return run
 
 
-def train_step_fn(model: torch.nn.Module, inputs: dict) -> Callable[[], None]:
-    """Training-mode forward and backward of the summed last hidden state."""
+def train_step_fn(model: torch.nn.Module, inputs: dict, autocast: bool = False) -> Callable[[], torch.Tensor]:
+    """Training-mode forward and backward of the summed last hidden state; returns the first token's output."""
     model.train()
 
-    def run() -> None:
+    def run() -> torch.Tensor:
         model.zero_grad(set_to_none=True)
-        model(**inputs).last_hidden_state.sum().backward()
+        with bf16_autocast(inputs, autocast):
+            output = model(**inputs).last_hidden_state
+        output.float().sum().backward()
+        return output[:, 0].detach()
 
     return run
 
@@ -185,9 +216,9 @@ def _bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.eval()
 
 
-def t5_pair(preset: str, length: int) -> Pair:
+def t5_pair(preset: str, length: int, dropout: float = 0.0) -> Pair:
     """VATT's text tower against transformers' T5 encoder: the like-for-like peer (relative bias, unscaled attention)."""
-    pair = text_pair(preset, length)
+    pair = text_pair(preset, length, dropout=dropout)
     config = pair.vatt.config
     peer_config = T5Config(
         vocab_size=config.vocab_size,
@@ -199,7 +230,7 @@ def t5_pair(preset: str, length: int) -> Pair:
         relative_attention_num_buckets=config.relative_attention_num_buckets,
         relative_attention_max_distance=config.relative_attention_max_distance,
         feed_forward_proj="gelu",
-        dropout_rate=0.0,
+        dropout_rate=dropout,
         layer_norm_epsilon=config.layer_norm_eps,
     )
     peer_config._attn_implementation = "sdpa"
@@ -208,14 +239,19 @@ def t5_pair(preset: str, length: int) -> Pair:
     return replace(pair, peer=peer)
 
 
-def compare_with_peer(pair: Pair, repetitions: int, warmup: int, budget: float | None) -> list[list]:
+def compare_with_peer(
+    pair: Pair, repetitions: int, warmup: int, budget: float | None, training_only: bool = False
+) -> list[list]:
     """
-    Rows (pass, rounds, VATT s, peer s, speed ratio, GFLOP/s, ceiling, efficiency) for forward and forward+backward.
-    Forward+backward gets no warm-up round of its own: the forward rounds already ran every kernel shape once.
+    Rows (pass, rounds, VATT s, peer s, speed ratio, GFLOP/s, ceiling, efficiency) for forward and forward+backward
+    (only the latter with `training_only`). Forward+backward gets no warm-up round of its own after the forward
+    rounds, which already ran every kernel shape once.
     """
     ceiling = matmul_ceiling(pair.tokens, pair.hidden_size, pair.intermediate_size)
     rows = []
-    passes = (("forward", forward_fn, pair.flops, warmup), ("fwd+bwd", train_step_fn, 3 * pair.flops, 0))
+    passes = [("forward", forward_fn, pair.flops, warmup), ("fwd+bwd", train_step_fn, 3 * pair.flops, 0)]
+    if training_only:
+        passes = [("fwd+bwd", train_step_fn, 3 * pair.flops, warmup)]
     for name, make, flops, warmup_rounds in passes:
         ceilings: list[float] = []
         times = alternate(
@@ -236,13 +272,18 @@ def compare_with_peer(pair: Pair, repetitions: int, warmup: int, budget: float |
 
 
 def peer_section(
-    presets: list[str], audio_lengths: list[int], text_lengths: list[int], reps: int, warmup: int, budget: float | None
+    presets: list[str],
+    audio_lengths: dict[str, list[int]],
+    text_lengths: list[int],
+    reps: int,
+    warmup: int,
+    budget: float | None,
 ) -> str:
     rows = []
     for preset in presets:
         audio_preset, text_preset = PRESETS[preset]
         for tower, build, tower_preset, lengths, peer_name in (
-            ("audio", audio_pair, audio_preset, audio_lengths, "ViTModel"),
+            ("audio", audio_pair, audio_preset, audio_lengths[preset], "ViTModel"),
             ("text", text_pair, text_preset, text_lengths, "BertModel"),
             ("text", t5_pair, text_preset, text_lengths, "T5EncoderModel"),
         ):
@@ -252,27 +293,35 @@ def peer_section(
                 for row in compare_with_peer(pair, reps, warmup, budget):
                     rows.append([tower, f"{preset} ({tower_preset})", f"{length:,}", peer_name, *row])
                 del pair
-    headers = [
-        "tower",
-        "preset",
-        "tokens",
-        "peer",
-        "pass",
-        "rounds",
-        "VATT s",
-        "peer s",
-        "speed vs peer",
-        "VATT GFLOP/s",
-        "peer GFLOP/s",
-        "matmul ceiling GFLOP/s",
-        "VATT efficiency",
-    ]
     return (
         "### VATT vs transformers encoders of the same dimensions\n\n"
         "`speed vs peer` = peer time / VATT time (>= 1.0: VATT no slower); times are medians over `rounds` alternating "
         "rounds. Tokens exclude the AGG/CLS token. Audio "
         "inputs longer than the 1,200-row position table use `long_input_mode='full'` with linear position "
-        "interpolation (one attention over all tokens, like the peer).\n\n" + markdown_table(headers, rows)
+        "interpolation (one attention over all tokens, like the peer).\n\n" + markdown_table(PEER_HEADERS, rows)
+    )
+
+
+def dropout_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None) -> str:
+    """
+    Training with VATT's default dropout (0.1 on residual branches and attention probabilities) in VATT and its peer.
+    Each tower runs under SDPA and eager attention: both apply the same dropout to the attention probabilities (SDPA's
+    fused CPU kernels have no dropout, so it computes the same math), and the faster one is the recipe.
+    """
+    rows = []
+    for tower, preset, length in cases:
+        build, peer_name = (audio_pair, "ViTModel") if tower == "audio" else (text_pair, "BertModel")
+        for attn in ("sdpa", "eager"):
+            torch.manual_seed(0)
+            pair = build(preset, length, dropout=TRAINING_DROPOUT, attn=attn)
+            for row in compare_with_peer(pair, reps, warmup, budget, training_only=True):
+                rows.append([tower, f"{preset} ({attn})", f"{length:,}", peer_name, *row])
+            del pair
+    return (
+        f"### Training with dropout {TRAINING_DROPOUT} (forward+backward, VATT and peer alike)\n\n"
+        "As users train: hidden and attention dropout on in both models (DropToken off). The preset column names "
+        "VATT's attention implementation; the peer always uses SDPA, whose fused CPU kernels take no dropout, so "
+        "both fall back to plain attention math.\n\n" + markdown_table(PEER_HEADERS, rows)
     )
 
 
@@ -366,6 +415,68 @@ def compile_section(cases: list[tuple[str, str, int]], reps: int, warmup: int, b
     )
 
 
+def compiled_train_step_fn(model: torch.nn.Module, inputs: dict) -> Callable[[], None]:
+    """[`train_step_fn`] of `torch.compile(model)` (inductor; forward and backward graphs compiled on the first call)."""
+    return train_step_fn(torch.compile(model), inputs)
+
+
+def compiled_training_section(
+    cases: list[tuple[str, str, int]], reps: int, warmup: int, budget: float | None = None
+) -> str:
+    """Forward+backward of VATT and its peer, each eager and compiled, alternating all four in every round."""
+    rows = []
+    for tower, preset, length in cases:
+        torch.manual_seed(0)
+        pair, peer_name = (
+            (audio_pair(preset, length), "ViTModel") if tower == "audio" else (text_pair(preset, length), "BertModel")
+        )
+        functions = {}
+        compile_seconds = {}
+        for name, model, inputs in (("vatt", pair.vatt, pair.vatt_inputs), ("peer", pair.peer, pair.peer_inputs)):
+            functions[name] = train_step_fn(model, inputs)
+            functions[f"compiled {name}"] = compiled_train_step_fn(model, inputs)
+            start = time.perf_counter()
+            functions[f"compiled {name}"]()
+            compile_seconds[name] = time.perf_counter() - start
+        times = {name: median(values) for name, values in alternate(functions, reps, warmup, budget).items()}
+        rows.append(
+            [
+                f"{tower} {preset}",
+                f"{length:,}",
+                peer_name,
+                compile_seconds["vatt"],
+                compile_seconds["peer"],
+                times["vatt"],
+                times["compiled vatt"],
+                times["vatt"] / times["compiled vatt"],
+                times["peer"],
+                times["compiled peer"],
+                times["peer"] / times["compiled peer"],
+                times["compiled peer"] / times["compiled vatt"],
+            ]
+        )
+        del pair, functions
+    headers = [
+        "tower",
+        "tokens",
+        "peer",
+        "VATT compile s",
+        "peer compile s",
+        "VATT eager s",
+        "VATT compiled s",
+        "VATT compile speed-up",
+        "peer eager s",
+        "peer compiled s",
+        "peer compile speed-up",
+        "compiled VATT vs compiled peer",
+    ]
+    return (
+        "### `torch.compile` in training (forward+backward, dropout off, peers compiled too)\n\n"
+        "Compile s = the first compiled forward+backward. The last column is compiled peer time / compiled VATT "
+        "time (>= 1.0: VATT no slower).\n\n" + markdown_table(headers, rows)
+    )
+
+
 def text_memory_child(preset: str, length: int) -> dict:
     """One inference forward of a `length`-token transcript in one attention (meant for a fresh process)."""
     torch.manual_seed(0)
@@ -400,7 +511,10 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--output", type=Path, help="also write the markdown here")
     parser.add_argument("--repetitions", type=int, help="timed repetitions (default 3, 1 with --quick)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all visible cores)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurement")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile measurements")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run (default: all)"
+    )
     parser.add_argument(
         "--case-budget", type=float, default=None, help="seconds of timed rounds per comparison before stopping early"
     )
@@ -415,33 +529,44 @@ def main(argv: list[str] | None = None) -> str:
     reps = args.repetitions or (1 if args.quick else 3)
     warmup = 1
     if args.quick:
-        presets, audio_lengths, text_lengths, big = ["tiny"], [50, 100], [16, 32], "tiny"
+        presets, audio_lengths, text_lengths, big = ["tiny"], {"tiny": [50, 100]}, [16, 32], "tiny"
         extra_audio, extra_text, memory_lengths = 50, 32, [32, 64]
-        memory_preset = "tiny"
+        memory_preset, small = "tiny", "tiny"
     else:
-        presets, audio_lengths, text_lengths, big = ["small", "base"], [1200, 4800], [512, 2048], "base"
+        # Audio base at 4,800 patches (four windows in one attention) is left out: ~3 min of the run on 2 cores.
+        presets, audio_lengths, text_lengths, big = (
+            ["small", "base"],
+            {"small": [1200, 4800], "base": [1200]},
+            [512, 2048],
+            "base",
+        )
         extra_audio, extra_text, memory_lengths = 1200, 2048, [2048, 8192, 32768]
-        memory_preset = "small"
+        memory_preset, small = "small", "small"
     budget = args.case_budget
-    steps = [
-        lambda: peer_section(presets, audio_lengths, text_lengths, reps, warmup, budget),
-        lambda: drop_token_section(big, extra_audio, reps, warmup, budget),
-        lambda: attention_section(
-            [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text)], reps, warmup, budget
+    big_cases = [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text)]
+    steps = {
+        "peers": lambda: peer_section(presets, audio_lengths, text_lengths, reps, warmup, budget),
+        "dropout": lambda: dropout_section(
+            list(dict.fromkeys([("audio", small, extra_audio), *big_cases, ("text", small, extra_text)])),
+            reps,
+            warmup,
+            budget,
         ),
-        lambda: bf16_section(
+        "droptoken": lambda: drop_token_section(big, extra_audio, reps, warmup, budget),
+        "attention": lambda: attention_section(big_cases, reps, warmup, budget),
+        "bf16": lambda: bf16_section(
             [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text // 4)], reps, warmup, budget
         ),
-        lambda: text_memory_section(memory_preset, memory_lengths, threads),
-    ]
-    if not (args.quick or args.no_compile):
-        steps.append(
-            lambda: compile_section(
-                [("audio", big, extra_audio), ("text", PRESETS[big][1], extra_text)], reps, warmup, budget
-            )
-        )
+        "memory": lambda: text_memory_section(memory_preset, memory_lengths, threads),
+        "compile": lambda: compile_section(big_cases, reps, warmup, budget),
+        "compile-training": lambda: compiled_training_section(
+            [("audio", small, extra_audio), ("text", small, extra_text)], reps, warmup, budget
+        ),
+    }
+    if args.quick or args.no_compile:
+        steps = {name: step for name, step in steps.items() if not name.startswith("compile")}
     sections = []
-    for step in steps:
+    for step in (steps[name] for name in SECTIONS if name in steps and name in args.sections):
         sections.append(step())
         print(sections[-1] + "\n", flush=True)
         if args.output:  # keep what is done if a later step fails

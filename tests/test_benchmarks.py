@@ -1,4 +1,7 @@
-"""Benchmarks: a tiny smoke run of the scripts, the timing helpers, bf16 agreement and the long-audio recordings."""
+"""
+Benchmarks: a tiny smoke run of the scripts, the timing helpers, bf16 agreement, the compiled paths, the long-audio
+recordings and the GPU check (its skip without a GPU, and a tiny rehearsal of every code path on CPU).
+"""
 
 import subprocess
 import sys
@@ -14,6 +17,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 import bench_encoders  # noqa: E402
 import bench_long_audio  # noqa: E402
+import gpu_check  # noqa: E402
 import timing  # noqa: E402
 
 BF16_MIN_COSINE = 0.999  # pooled outputs of a bf16 forward vs fp32 (the issue's tolerance)
@@ -27,6 +31,7 @@ def test_run_all_quick_writes_every_table(tmp_path):
     assert "- CPU: " in report and "torch threads: 1" in report
     titles = (
         "VATT vs transformers",
+        "Training with dropout 0.1",
         "DropToken",
         "Eager vs SDPA",
         "fp32 vs bf16",
@@ -42,6 +47,14 @@ def test_run_all_quick_writes_every_table(tmp_path):
     peer_rows = [line for line in report.splitlines() if line.startswith("| audio |") or line.startswith("| text |")]
     assert len(peer_rows) == 12  # (audio vs ViT, text vs BERT, text vs T5) x 2 lengths x (forward, fwd+bwd)
     assert sum("| T5EncoderModel |" in row for row in peer_rows) == 4
+    dropout_section = report.split("### Training with dropout")[1].split("###")[0]
+    dropout_rows = [line.split(" | ")[1:5] for line in dropout_section.splitlines() if line.startswith("| ")][2:]
+    assert dropout_rows == [
+        ["tiny (sdpa)", "50", "ViTModel", "fwd+bwd"],
+        ["tiny (eager)", "50", "ViTModel", "fwd+bwd"],
+        ["tiny (sdpa)", "32", "BertModel", "fwd+bwd"],
+        ["tiny (eager)", "32", "BertModel", "fwd+bwd"],
+    ]
     long_rows = [line for line in report.splitlines() if line.startswith("| tiny | 2 s |")]
     assert [row.split(" | ")[2] for row in long_rows] == list(bench_long_audio.MODES)
     for row in long_rows:
@@ -144,3 +157,68 @@ def test_recording_file_holds_the_synthetic_samples(tmp_path):
     expected = bench_long_audio.SyntheticRecording(2.5).read(0, 120_000)[0].numpy()
     assert rate == 48_000 and samples.shape == (120_000,)
     np.testing.assert_array_equal(samples, expected)
+
+
+def test_peers_copy_vatts_dropout():
+    pair = bench_encoders.text_pair("tiny", 16, dropout=0.1)
+    assert pair.vatt.config.attention_dropout == pair.peer.config.attention_probs_dropout_prob == 0.1
+    assert pair.vatt.config.hidden_dropout_prob == pair.peer.config.hidden_dropout_prob == 0.1
+    t5 = bench_encoders.t5_pair("tiny", 16, dropout=0.1)
+    assert t5.peer.config.dropout_rate == 0.1
+
+
+def test_compiled_training_step_matches_eager_gradients():
+    """The compiled forward+backward of `make bench` (text: the trained bias's anti-diagonal gradient) against eager."""
+    results = []
+    for make in (bench_encoders.train_step_fn, bench_encoders.compiled_train_step_fn):
+        model, inputs = bench_encoders.tower_model("text", "tiny", 40)
+        output = make(model, inputs)()
+        grads = {name: parameter.grad for name, parameter in model.named_parameters() if parameter.requires_grad}
+        assert grads["encoder.relative_attention_bias.weight"] is not None
+        results.append([output, *grads.values()])
+    for compiled, eager in zip(*results):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5 * eager.abs().max().item())
+
+
+def test_gpu_check_skips_cleanly_without_a_gpu():
+    assert not torch.cuda.is_available()  # this suite runs on CPU machines; on a GPU the check would run for real
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == (
+        "gpu_check: no CUDA GPU is available here; skipping (run `make gpu-check` on a GPU machine)."
+    )
+    refused = subprocess.run([*command, "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--device cpu needs --tiny" in refused.stderr
+
+
+def test_gpu_check_rehearses_every_row_on_cpu():
+    """`--device cpu --tiny` runs every measurement of the GPU check; correctness rows must pass, none may raise."""
+    command = [sys.executable, str(BENCHMARKS / "gpu_check.py"), "--device", "cpu", "--tiny"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = [line.split(" | ") for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    sections = [row[0].lstrip("| ") for row in rows[1:]]
+    assert set(sections) == {
+        "correctness",
+        "fp32 vs bf16",
+        "fwd+bwd vs peer (bf16)",
+        "trained relative bias",
+        "long audio (windowed)",
+    }
+    assert not any("ERROR" in row[5] or "skipped" in row[5] for row in rows)
+    correctness = [row for row in rows if row[0] == "| correctness"]
+    assert len(correctness) == 6 and all(row[5] == "ok" for row in correctness)
+    assert sum("flex vs" in row[2] for row in correctness) == 2
+    peers = [row for row in rows if row[0] == "| fwd+bwd vs peer (bf16)"]
+    assert len(peers) == 8  # (ViT, BERT x 2 lengths, T5) x dropout off/on
+    assert len([row for row in rows if row[0] == "| long audio (windowed)"]) == 2  # one tiny preset, fp32 and bf16
+
+
+def test_gpu_check_relative_error_floors_vanishing_gradients():
+    expected = [torch.tensor([2.0, -4.0]), torch.tensor([1e-9, -1e-9])]
+    # Rounding noise on a vanishing gradient is measured against 1e-3 of the largest scale (4.0), not against 1e-9.
+    noise = [torch.tensor([2.0, -3.75]), torch.tensor([3e-9, 0.0])]
+    assert gpu_check.relative_error(noise, expected) == pytest.approx(0.25 / 4.0)
+    large = [torch.tensor([2.0, -4.0]), torch.tensor([0.002, 0.0])]
+    assert gpu_check.relative_error(large, expected) == pytest.approx(0.002 / 0.004)
