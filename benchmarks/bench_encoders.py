@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import (  # noqa: E402
     alternate,
     encoder_flops,
+    load_average,
     markdown_table,
     matmul_ceiling,
     median,
@@ -547,7 +548,11 @@ def main(argv: list[str] | None = None) -> str:
     steps = {
         "peers": lambda: peer_section(presets, audio_lengths, text_lengths, reps, warmup, budget),
         "dropout": lambda: dropout_section(
-            list(dict.fromkeys([("audio", small, extra_audio), *big_cases, ("text", small, extra_text)])),
+            list(
+                dict.fromkeys(
+                    [("audio", small, extra_audio), ("audio", big, extra_audio), ("text", small, extra_text)]
+                )
+            ),
             reps,
             warmup,
             budget,
@@ -567,7 +572,7 @@ def main(argv: list[str] | None = None) -> str:
         steps = {name: step for name, step in steps.items() if not name.startswith("compile")}
     sections = []
     for step in (steps[name] for name in SECTIONS if name in steps and name in args.sections):
-        sections.append(step())
+        sections.append(f"{step()}\n\n({load_average()} after this section.)")
         print(sections[-1] + "\n", flush=True)
         if args.output:  # keep what is done if a later step fails
             args.output.write_text("\n\n".join(sections) + "\n")

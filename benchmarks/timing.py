@@ -145,6 +145,11 @@ def machine_description() -> str:
             f"- CPU: {cpu}, {cores} cores visible to the process",
             f"- Python {sys.version.split()[0]}, torch {torch.__version__}, transformers {transformers.__version__}",
             f"- torch threads: {torch.get_num_threads()}, oneDNN available: {torch.backends.mkldnn.is_available()}",
-            "- load average (1, 5, 15 min) at the start: " + ", ".join(f"{load:.1f}" for load in os.getloadavg()),
+            f"- {load_average()} at the start",
         ]
     )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, as a phrase for the reports."""
+    return "load average (1, 5, 15 min) " + ", ".join(f"{load:.1f}" for load in os.getloadavg())
