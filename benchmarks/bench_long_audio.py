@@ -4,7 +4,7 @@ Long recordings through `VattAudioModel`: time, peak memory and real-time factor
 Every (preset, length, mode) runs in a fresh process, whose peak resident set size (model, activations, waveform,
 Python and torch included) is read from the kernel. Modes:
 
-- `window, streamed`: `LongAudioIndex.build` (`modeling_vatt/long_audio.py`) reads the WAV file in blocks and
+- `window, streamed`: `LongAudioIndex.build` (`modeling_vatt/moment_search.py`) reads the WAV file in blocks and
   encodes `WINDOWS_PER_BATCH` windows at a time; the waveform is never whole in memory. Timed end to end (file
   hashing and decoding included).
 - `window, one call`: the whole waveform (float32, read from the file) in one `audio_model(...)` call, windowed
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import encoder_flops, markdown_table, report_peak_rss, run_with_peak_rss, set_threads  # noqa: E402
 
 from modeling_vatt import VattAudioConfig, VattConfig, VattForContrastivePretraining  # noqa: E402
-from modeling_vatt.long_audio import LongAudioIndex  # noqa: E402
+from modeling_vatt.moment_search import LongAudioIndex  # noqa: E402
 from modeling_vatt.windowing_vatt import windows_for_length  # noqa: E402
 
 MODES = ("window, streamed", "window, one call", "full")

@@ -58,8 +58,8 @@ def spoken_passages(corpus_dir: Path, sampling_rate: int, window_seconds: float,
     """One window from the middle of each of the first `count` test recordings, with the words spoken in it."""
     from datasets import load_from_disk
 
-    from modeling_vatt.data import decode_audio
-    from modeling_vatt.long_form import LongFormPairSampler
+    from modeling_vatt.pretraining_pairs import LongFormPairSampler
+    from modeling_vatt.speech_data import decode_audio
 
     test = load_from_disk(str(corpus_dir / "dataset"))["test"]
     sampler = LongFormPairSampler(window_samples=int(window_seconds * sampling_rate), sampling_rate=sampling_rate)

@@ -38,8 +38,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from modeling_vatt.data import AudioDecodeError, SkipCounter, decode_audio
-from modeling_vatt.downstream import list_audio_files
+from modeling_vatt.classification_data import list_audio_files
 from modeling_vatt.embedding_cache import (
     CorruptCacheError,
     ensure_writable,
@@ -47,7 +46,8 @@ from modeling_vatt.embedding_cache import (
     model_fingerprint,
     save_arrays,
 )
-from modeling_vatt.long_audio import embed_queries
+from modeling_vatt.moment_search import embed_queries
+from modeling_vatt.speech_data import AudioDecodeError, SkipCounter, decode_audio
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

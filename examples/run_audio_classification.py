@@ -51,19 +51,17 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from modeling_vatt import VattForAudioClassification
-from modeling_vatt.data import SkipCounter, drop_unreadable_audio, ensure_splits
-from modeling_vatt.downstream import (
-    ClassificationCollator,
+from modeling_vatt.classification_data import ClassificationCollator, label_schema, with_undecoded_audio
+from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
+from modeling_vatt.linear_probe import (
     WindowFeatures,
     cached_window_features,
-    classification_metrics,
-    label_schema,
     predict_from_features,
     train_linear_probe,
-    with_undecoded_audio,
 )
-from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
+from modeling_vatt.metrics import classification_metrics
 from modeling_vatt.model_card import render_model_card
+from modeling_vatt.speech_data import SkipCounter, drop_unreadable_audio, ensure_splits
 
 logger = logging.getLogger(__name__)
 

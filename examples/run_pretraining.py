@@ -25,7 +25,7 @@ The same script runs on many GPUs or nodes, e.g.
         --model_preset small --dataset_name /data/my_speech_dataset --per_device_train_batch_size 64
 
 Training pairs are audio windows of long recordings with the words spoken inside them (plus the neighbouring
-windows' words for MIL-NCE), drawn by `modeling_vatt.long_form`; negatives come from every process. The final model,
+windows' words for MIL-NCE), drawn by `modeling_vatt.pretraining_pairs`; negatives come from every process. The final model,
 processor and model card are written at the top of `--output_dir`, resumable checkpoints beneath it
 (`checkpoints/step_N`). A new run refuses an `--output_dir` holding another run unless `--overwrite_output_dir`.
 """
@@ -54,18 +54,18 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, PreTrainedConfig, get_scheduler
 
 from modeling_vatt import VattConfig, VattForContrastivePretraining, vatt_contrastive_loss
-from modeling_vatt.data import SkipCounter, ensure_splits, load_speech_dataset
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_form import (
+from modeling_vatt.metrics import load_retrieval_metric
+from modeling_vatt.model_card import render_model_card
+from modeling_vatt.pretraining_pairs import (
     LongFormEpochSampler,
     LongFormPairDataset,
     LongFormPairSampler,
     LongFormRecordings,
     collate_long_form_pairs,
 )
-from modeling_vatt.metrics_utils import load_retrieval_metric
-from modeling_vatt.model_card import render_model_card
 from modeling_vatt.processing_vatt import VattProcessor
+from modeling_vatt.speech_data import SkipCounter, ensure_splits, load_speech_dataset
 from modeling_vatt.tokenization_vatt import VattTokenizer
 from modeling_vatt.word_vectors import tokenizer_word_vectors
 

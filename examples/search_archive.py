@@ -30,7 +30,7 @@ import torch
 from modeling_vatt import VattForContrastivePretraining
 from modeling_vatt.archive import ArchiveIndex
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_audio import format_timestamp
+from modeling_vatt.moment_search import format_timestamp
 from modeling_vatt.tokenization_vatt import VattTokenizer
 
 

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from transformers import pipeline
 
 from modeling_vatt.audio_utils import load_audio
-from modeling_vatt.downstream import list_audio_files
+from modeling_vatt.classification_data import list_audio_files
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -51,9 +51,8 @@ import soundfile
 import torch
 from tqdm.auto import tqdm
 
-from .data import AUDIO_EXTENSIONS, SkipCounter, _read_records
 from .embedding_cache import atomic_write, ensure_writable, hash_json, load_arrays
-from .long_audio import (
+from .moment_search import (
     LongAudioIndex,
     Moment,
     audio_fingerprint,
@@ -63,6 +62,7 @@ from .long_audio import (
     format_timestamp,
     window_runs,
 )
+from .speech_data import AUDIO_EXTENSIONS, SkipCounter, read_records
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def list_recordings(source: Any, audio_column: str = "audio") -> tuple[list[Reco
             manifest = Path(source)
             if not manifest.is_file():
                 raise FileNotFoundError(f"{manifest} is neither a folder of recordings nor a manifest file.")
-            records, columns = _read_records(manifest)
+            records, columns = read_records(manifest)
             root, values = manifest.parent, [record.get(audio_column) for record in records]
         else:
             columns, root = list(getattr(source, "column_names", [])), Path.cwd()

@@ -11,15 +11,16 @@ import numpy as np
 import pytest
 import soundfile
 import torch
-from test_long_audio_search import _model, speech_tokenizer
+from test_moment_search import _model, speech_tokenizer
 
 from modeling_vatt import VattForContrastivePretraining
 from modeling_vatt.archive import ArchiveIndex, build_archive_index, list_recordings, shard_recordings
 from modeling_vatt.audio_utils import load_audio
-from modeling_vatt.downstream import cached_window_features, with_undecoded_audio
+from modeling_vatt.classification_data import with_undecoded_audio
 from modeling_vatt.embedding_cache import CorruptCacheError, load_arrays, save_arrays
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_audio import LongAudioIndex
+from modeling_vatt.linear_probe import cached_window_features
+from modeling_vatt.moment_search import LongAudioIndex
 from modeling_vatt.tokenization_vatt import VattTokenizer
 
 SPEECH = Path(__file__).parent / "fixtures" / "speech"

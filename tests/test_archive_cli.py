@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile
 from test_archive import make_archive
-from test_long_audio_search import SPEECH, _model, speech_tokenizer
+from test_moment_search import SPEECH, _model, speech_tokenizer
 
 from modeling_vatt.archive import ArchiveIndex
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor

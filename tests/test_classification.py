@@ -25,20 +25,13 @@ from modeling_vatt import (
     VattForAudioClassification,
     VattForContrastivePretraining,
 )
-from modeling_vatt.data import decode_audio
-from modeling_vatt.downstream import (
-    SOUND_CAPTIONS,
-    SOUND_CLASSES,
-    ClassificationCollator,
-    cached_window_features,
-    classification_metrics,
-    label_schema,
-    predict_from_features,
-    train_linear_probe,
-    write_sound_classes_dataset,
-)
+from modeling_vatt.classification_data import ClassificationCollator, label_schema
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
+from modeling_vatt.linear_probe import cached_window_features, predict_from_features, train_linear_probe
+from modeling_vatt.metrics import classification_metrics
 from modeling_vatt.processing_vatt import VattProcessor
+from modeling_vatt.sound_classes import SOUND_CAPTIONS, SOUND_CLASSES, write_sound_classes_dataset
+from modeling_vatt.speech_data import decode_audio
 from modeling_vatt.tokenization_vatt import VattTokenizer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ from modeling_vatt.corpus import (
     make_manifest,
     select_passages,
 )
-from modeling_vatt.data import decode_audio, load_speech_dataset
-from modeling_vatt.long_form import LongFormPairSampler
+from modeling_vatt.pretraining_pairs import LongFormPairSampler
+from modeling_vatt.speech_data import decode_audio, load_speech_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict
 
-from modeling_vatt.data import (
+from modeling_vatt.speech_data import (
     AudioDecodeError,
     SkipCounter,
     audio_frames,

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from modeling_vatt.metrics import load_classification_metric, load_retrieval_metric
 from modeling_vatt.metrics.classification import average_precision, roc_auc
-from modeling_vatt.metrics_utils import load_classification_metric, load_retrieval_metric
 
 # Rows = audios, columns = texts. Audio 0 ranks its text first; audio 1 ranks text 0 (0.8) above its own (0.7);
 # audio 2 ranks text 1 (0.6) above its own (0.4). Every text column ranks its own audio first.

@@ -412,7 +412,7 @@ def test_window_longer_than_position_table_without_windowing_is_refused(tiny_cor
 
 
 def test_retrieval_wiring_matches_hand_computed_ranks():
-    from modeling_vatt.metrics_utils import load_retrieval_metric
+    from modeling_vatt.metrics import load_retrieval_metric
 
     audio = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     text = torch.tensor([[1.0, 0.1], [1.0, 0.0], [0.0, 1.0]])

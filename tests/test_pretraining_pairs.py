@@ -10,9 +10,8 @@ import torch
 from datasets import Audio, Dataset
 from torch.utils.data import DataLoader
 
-from modeling_vatt.data import SkipCounter, decode_audio
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_form import (
+from modeling_vatt.pretraining_pairs import (
     LongFormEpochSampler,
     LongFormPairDataset,
     LongFormPairSampler,
@@ -22,6 +21,7 @@ from modeling_vatt.long_form import (
     word_timing_problem,
     words_in_span,
 )
+from modeling_vatt.speech_data import SkipCounter, decode_audio
 from modeling_vatt.tokenization_vatt import VattTokenizer
 
 RATE = 1000  # 1 kHz keeps the synthetic numbers readable: 2,000-sample windows are 2 s

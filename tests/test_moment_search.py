@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from modeling_vatt import VattConfig, VattForContrastivePretraining
 from modeling_vatt.audio_utils import load_audio
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
-from modeling_vatt.long_audio import LongAudioIndex, format_timestamp
+from modeling_vatt.moment_search import LongAudioIndex, format_timestamp
 from modeling_vatt.processing_vatt import VattProcessor
 from modeling_vatt.tokenization_vatt import VattTokenizer
 

@@ -126,7 +126,7 @@ def _parse_list(value: Any, cast: type) -> list | None:
     return [cast(item) for item in value]
 
 
-def _read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Reads a CSV/TSV, JSON-lines or JSON-array file into records and its column names."""
     suffix = path.suffix.lower()
     with open(path, encoding="utf-8", newline="") as file:
@@ -174,7 +174,7 @@ def load_manifest_file(
     folder. Rows with all three timing columns keep them (in CSV as JSON lists or space-separated values)."""
     path = Path(path)
     skips = skips if skips is not None else SkipCounter()
-    records, column_names = _read_records(path)
+    records, column_names = read_records(path)
     _require_columns(column_names, {"audio": audio_column, "text": text_column})
     timing_names = dict(zip(TIMING_COLUMNS, (words_column, word_starts_column, word_ends_column)))
     rows = []

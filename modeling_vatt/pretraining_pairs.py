@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import SkipCounter, decode_audio, decode_example, example_name, read_audio_span
+from .speech_data import SkipCounter, decode_audio, decode_example, example_name, read_audio_span
 from .windowing_vatt import WindowLayout
 
 DEFAULT_WINDOW_SAMPLES = 1200 * 128
@@ -281,7 +281,7 @@ class LongFormRecording:
 
 class LongFormRecordings:
     """The usable recordings of a standard speech dataset (columns `audio` with `Audio(decode=False)`, `text`, optional
-    `words`/`word_starts`/`word_ends`, as the `modeling_vatt.data` loaders return), decoded once up front at
+    `words`/`word_starts`/`word_ends`, as the `modeling_vatt.speech_data` loaders return), decoded once up front at
     `sampling_rate`.
 
     Rows with unreadable or empty audio, an empty transcript or word timings that do not fit the audio are skipped and
