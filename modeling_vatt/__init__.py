@@ -9,15 +9,16 @@ from transformers import (
     AutoTokenizer,
 )
 
-from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
+from . import configuration_vatt, feature_extraction_vatt, modeling_vatt, processing_vatt, tokenization_vatt
+from .configuration_vatt import VattAudioConfig, VattConfig, VattEncoderConfig, VattTextConfig  # noqa: F401
 from .feature_extraction_vatt import VattFeatureExtractor
 from .modeling_vatt import (
     VattAudioModel,
     VattForAudioClassification,
     VattForContrastivePretraining,
-    VattPreTrainedModel,
+    VattPreTrainedModel,  # noqa: F401
     VattTextModel,
-    vatt_contrastive_loss,
+    vatt_contrastive_loss,  # noqa: F401
 )
 from .processing_vatt import VattProcessor
 from .tokenization_vatt import VattTokenizer
@@ -39,17 +40,11 @@ VattFeatureExtractor.register_for_auto_class("AutoFeatureExtractor")
 VattTokenizer.register_for_auto_class("AutoTokenizer")
 VattProcessor.register_for_auto_class("AutoProcessor")
 
+# The public names are each model file's own `__all__`.
 __all__ = [
-    "VattAudioConfig",
-    "VattTextConfig",
-    "VattConfig",
-    "VattPreTrainedModel",
-    "VattAudioModel",
-    "VattTextModel",
-    "VattForContrastivePretraining",
-    "VattForAudioClassification",
-    "vatt_contrastive_loss",
-    "VattFeatureExtractor",
-    "VattTokenizer",
-    "VattProcessor",
+    *configuration_vatt.__all__,
+    *modeling_vatt.__all__,
+    *feature_extraction_vatt.__all__,
+    *tokenization_vatt.__all__,
+    *processing_vatt.__all__,
 ]
