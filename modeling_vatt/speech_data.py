@@ -161,22 +161,33 @@ def _parse_json(text: str, path: Path, line_offset: int) -> Any:
         raise ValueError(f"{path}:{error.lineno + line_offset}: not valid JSON ({error.msg}).") from None
 
 
-def load_manifest_file(
-    path: str | os.PathLike,
-    audio_column: str = "audio",
-    text_column: str = "text",
-    words_column: str = "words",
-    word_starts_column: str = "word_starts",
-    word_ends_column: str = "word_ends",
-    skips: SkipCounter | None = None,
-):
+@dataclass(frozen=True)
+class SpeechColumns:
+    """Names of a source's audio, transcript and optional word-timing columns (the keyword arguments of the loaders)."""
+
+    audio_column: str = "audio"
+    text_column: str = "text"
+    words_column: str = "words"
+    word_starts_column: str = "word_starts"
+    word_ends_column: str = "word_ends"
+
+    @property
+    def timings(self) -> dict[str, str]:
+        """Standard timing column -> the source's column."""
+        return dict(zip(TIMING_COLUMNS, (self.words_column, self.word_starts_column, self.word_ends_column)))
+
+
+def load_manifest_file(path: str | os.PathLike, skips: SkipCounter | None = None, **column_names: str):
     """Loads a CSV/TSV, JSON-lines or JSON-array manifest. Relative audio paths are resolved against the manifest's
-    folder. Rows with all three timing columns keep them (in CSV as JSON lists or space-separated values)."""
+    folder. Rows with all three timing columns keep them (in CSV as JSON lists or space-separated values).
+    `column_names` are [`SpeechColumns`] fields."""
     path = Path(path)
+    columns = SpeechColumns(**column_names)
+    audio_column, text_column = columns.audio_column, columns.text_column
     skips = skips if skips is not None else SkipCounter()
-    records, column_names = read_records(path)
-    _require_columns(column_names, {"audio": audio_column, "text": text_column})
-    timing_names = dict(zip(TIMING_COLUMNS, (words_column, word_starts_column, word_ends_column)))
+    records, source_columns = read_records(path)
+    _require_columns(source_columns, {"audio": audio_column, "text": text_column})
+    timing_names = columns.timings
     rows = []
     first_row = 2 if path.suffix.lower() in (".csv", ".tsv") else 1  # CSV line numbers count the header
     for row_number, record in enumerate(records, start=first_row):
@@ -211,16 +222,9 @@ def _checked_timings(timings: dict[str, list], item: str) -> dict[str, list]:
     return timings
 
 
-def prepare_dataset(
-    dataset,
-    audio_column: str = "audio",
-    text_column: str = "text",
-    words_column: str = "words",
-    word_starts_column: str = "word_starts",
-    word_ends_column: str = "word_ends",
-    skips: SkipCounter | None = None,
-):
-    """Brings any `datasets` `Dataset`/`DatasetDict` with an audio and a text column to the standard columns.
+def prepare_dataset(dataset, skips: SkipCounter | None = None, **column_names: str):
+    """Brings any `datasets` `Dataset`/`DatasetDict` with an audio and a text column to the standard columns
+    (`column_names` are [`SpeechColumns`] fields).
 
     The audio column may be an `Audio` feature (decoded or not) or a column of file paths; it becomes
     `Audio(decode=False)`. Rows with an empty transcript are dropped and counted; other columns are kept.
@@ -228,18 +232,15 @@ def prepare_dataset(
     from datasets import Audio, DatasetDict
 
     if isinstance(dataset, DatasetDict):
-        kwargs = {
-            "audio_column": audio_column,
-            "text_column": text_column,
-            "words_column": words_column,
-            "word_starts_column": word_starts_column,
-            "word_ends_column": word_ends_column,
-        }
-        return DatasetDict({name: prepare_dataset(split, skips=skips, **kwargs) for name, split in dataset.items()})
+        return DatasetDict(
+            {name: prepare_dataset(split, skips=skips, **column_names) for name, split in dataset.items()}
+        )
+    columns = SpeechColumns(**column_names)
+    audio_column, text_column = columns.audio_column, columns.text_column
     skips = skips if skips is not None else SkipCounter()
     _require_columns(dataset.column_names, {"audio": audio_column, "text": text_column})
     renames = {audio_column: "audio", text_column: "text"}
-    for standard, column in zip(TIMING_COLUMNS, (words_column, word_starts_column, word_ends_column)):
+    for standard, column in columns.timings.items():
         if column in dataset.column_names:
             renames[column] = standard
     clashes = [
