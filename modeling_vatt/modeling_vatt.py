@@ -458,7 +458,7 @@ def sdpa_relative_bias_attention_forward(
     return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score; the
     bias gradient sums the anti-diagonals with [`_ReversedKeyBias`]. On CUDA without attention dropout it gets
     [`flex_relative_bias_attention_forward`] instead (FlexAttention has no dropout, and no backward on CPU in torch
-    2.13). Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
+    2.13); under `torch.compile` elsewhere, eager attention's dense layout. Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
     padded), so one strided bias serves the whole batch on the fused kernel.
     """
     trained_bias = position_bias.requires_grad and torch.is_grad_enabled()
@@ -466,6 +466,9 @@ def sdpa_relative_bias_attention_forward(
         return flex_relative_bias_attention_forward(
             module, query, key, value, attention_mask, scaling, position_bias=position_bias
         )
+    if trained_bias and torch.compiler.is_compiling():
+        # Inductor (torch 2.13, CPU) corrupts the heap training through the strided view; the dense layout compiles.
+        return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
     key, value = key.flip(2), value.flip(2)
     attention_mask = None if attention_mask is None else attention_mask.flip(-1)
     if trained_bias:
