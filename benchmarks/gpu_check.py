@@ -380,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = TINY if args.tiny else FULL
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (PyTorch's default, made explicit)
     torch.backends.cudnn.allow_tf32 = False
+    # FlexAttention compiles once per length, dtype, grad mode and mask kind; this check visits about 8 of them.
+    torch._dynamo.config.recompile_limit = 32
     report = Report(device, args.budget)
     report.run("correctness", "attention functions", lambda: check_attention_functions(report, sizes))
     check_towers_sdpa_vs_eager(report, sizes)
