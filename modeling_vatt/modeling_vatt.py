@@ -408,24 +408,6 @@ def eager_attention_forward(
     return _masked_softmax_attention(module, scores, value, attention_mask, dropout)
 
 
-class _ReversedKeyBias(torch.autograd.Function):
-    """
-    [`VattRelativePositionBias.reversed_key_view`] whose gradient sums the anti-diagonals by padding and reshaping
-    (autograd's `as_strided` backward would scatter every score into the offsets one index at a time).
-    """
-
-    @staticmethod
-    def forward(ctx, per_offset: torch.Tensor) -> torch.Tensor:
-        return VattRelativePositionBias.reversed_key_view(per_offset)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        heads, length = grad.shape[1], grad.shape[-1]
-        # Rows padded to 2 * length and re-read with row length 2 * length - 1 put entry (q, j) in column q + j.
-        padded = F.pad(grad.sum(0), (0, length)).flatten(1)[:, : length * (2 * length - 1)]
-        return padded.view(heads, length, 2 * length - 1).sum(1).flip(1)
-
-
 def _masked_softmax_attention(
     module: nn.Module, scores: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,10 +437,10 @@ def sdpa_relative_bias_attention_forward(
     strided [`VattRelativePositionBias.reversed_key_view`] of the offsets, read in place.
 
     A bias that needs a gradient (training) gets plain attention math on the same layout: SDPA's fused CPU kernels
-    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score; the
-    bias gradient sums the anti-diagonals with [`_ReversedKeyBias`]. On CUDA without attention dropout it gets
-    [`flex_relative_bias_attention_forward`] instead (FlexAttention has no dropout, and no backward on CPU in torch
-    2.13); under `torch.compile` elsewhere, eager attention's dense layout. Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
+    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score. On
+    CUDA without attention dropout it gets [`flex_relative_bias_attention_forward`] instead (FlexAttention has no
+    dropout, and no backward on CPU in torch 2.13); under `torch.compile` elsewhere, eager attention's dense layout.
+    Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
     padded), so one strided bias serves the whole batch on the fused kernel.
     """
     trained_bias = position_bias.requires_grad and torch.is_grad_enabled()
@@ -471,12 +453,12 @@ def sdpa_relative_bias_attention_forward(
         return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
     key, value = key.flip(2), value.flip(2)
     attention_mask = None if attention_mask is None else attention_mask.flip(-1)
+    bias = VattRelativePositionBias.reversed_key_view(position_bias)
     if trained_bias:
-        query = query if scaling == 1.0 else query * scaling
-        scores = torch.matmul(query, key.transpose(-1, -2)) + _ReversedKeyBias.apply(position_bias)
+        query = query if scaling == 1.0 else query * scaling  # O(length), not a pass over the scores
+        scores = torch.matmul(query, key.transpose(-1, -2)) + bias
         output, _ = _masked_softmax_attention(module, scores, value, attention_mask, dropout)
         return output, None
-    bias = VattRelativePositionBias.reversed_key_view(position_bias)
     head_dim = value.shape[-1]
     if attention_mask is not None:
         padded = torch.zeros_like(key[..., :1]).masked_fill(
