@@ -408,6 +408,27 @@ def eager_attention_forward(
     return _masked_softmax_attention(module, scores, value, attention_mask, dropout)
 
 
+class _ReversedKeyBias(torch.autograd.Function):
+    """
+    [`VattRelativePositionBias.reversed_key_view`] whose backward adds each row of the score gradient to the run of
+    offsets the row read (row `q` holds reversed offsets `q ... q + length - 1`): one pass over the gradient, about 5x
+    faster on CPU than autograd's `as_strided` backward, which scatters the scores one index at a time.
+    """
+
+    @staticmethod
+    def forward(ctx, per_offset: torch.Tensor) -> torch.Tensor:
+        return VattRelativePositionBias.reversed_key_view(per_offset)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad[0]  # the view has one batch row; autograd has already summed the scores' batch into it
+        length = grad.shape[-1]
+        reversed_offsets = grad.new_zeros(grad.shape[0], 2 * length - 1)
+        for query in range(length):
+            reversed_offsets[:, query : query + length] += grad[:, query]
+        return reversed_offsets.flip(1)
+
+
 def _masked_softmax_attention(
     module: nn.Module, scores: torch.Tensor, value: torch.Tensor, attention_mask: torch.Tensor | None, dropout: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -453,12 +474,15 @@ def sdpa_relative_bias_attention_forward(
         return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
     key, value = key.flip(2), value.flip(2)
     attention_mask = None if attention_mask is None else attention_mask.flip(-1)
-    bias = VattRelativePositionBias.reversed_key_view(position_bias)
     if trained_bias:
         query = query if scaling == 1.0 else query * scaling  # O(length), not a pass over the scores
+        # On CPU the bias gradient adds score rows (one small op per query); accelerators keep the one scatter.
+        on_cpu = query.device.type == "cpu"
+        bias = (_ReversedKeyBias.apply if on_cpu else VattRelativePositionBias.reversed_key_view)(position_bias)
         scores = torch.matmul(query, key.transpose(-1, -2)) + bias
         output, _ = _masked_softmax_attention(module, scores, value, attention_mask, dropout)
         return output, None
+    bias = VattRelativePositionBias.reversed_key_view(position_bias)
     head_dim = value.shape[-1]
     if attention_mask is not None:
         padded = torch.zeros_like(key[..., :1]).masked_fill(

@@ -1,6 +1,6 @@
 """
 The relative-bias attention functions against eager attention: FlexAttention (forward on CPU; its fused backward only
-exists on CUDA, which `benchmarks/gpu_check.py` checks) and the trained-bias SDPA path with scaled queries.
+exists on CUDA, which `benchmarks/gpu_check.py` checks) and the trained-bias SDPA path (its row-by-row bias gradient).
 """
 
 import pytest
@@ -9,6 +9,8 @@ from torch import nn
 
 from modeling_vatt import VattTextConfig, VattTextModel
 from modeling_vatt.modeling_vatt import (
+    VattRelativePositionBias,
+    _ReversedKeyBias,
     eager_attention_forward,
     flex_relative_bias_attention_forward,
     sdpa_relative_bias_attention_forward,
@@ -31,6 +33,17 @@ def _attention_inputs(batch: int, heads: int, length: int, padded: bool, seed: i
 def _assert_relative_close(actual: torch.Tensor, expected: torch.Tensor, name: str = "") -> None:
     error = ((actual - expected).abs().max() / expected.abs().max()).item()
     assert error <= RELATIVE_TOLERANCE, (name, error)
+
+
+def test_reversed_key_bias_gradient_equals_autograds_scatter():
+    per_offset = torch.randn(3, 2 * 9 - 1, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(1, 3, 9, 9, dtype=torch.float64)
+    rows = torch.autograd.grad(_ReversedKeyBias.apply(per_offset), per_offset, grad)[0]
+    scatter = torch.autograd.grad(VattRelativePositionBias.reversed_key_view(per_offset), per_offset, grad)[0]
+    torch.testing.assert_close(rows, scatter, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        _ReversedKeyBias.apply(per_offset), VattRelativePositionBias.reversed_key_view(per_offset)
+    )
 
 
 @pytest.mark.parametrize("padded", [False, True])
