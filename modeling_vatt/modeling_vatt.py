@@ -35,7 +35,10 @@ from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
 from .configuration_vatt import VattAudioConfig, VattConfig, VattTextConfig
-from .windowing_vatt import WindowLayout, encode_in_windows, pool_windows
+
+# Data-dependent input checks run only where `reads_for_free`; the feature extractor, tokenizer and processor validate
+# inputs everywhere.
+from .windowing_vatt import WindowLayout, encode_in_windows, pool_windows, reads_for_free
 
 # Added to spectral magnitudes before the log so that silent (or zero-padded) patches stay finite.
 LOG_SPECTRUM_FLOOR = 1e-3
@@ -99,15 +102,6 @@ class VattContrastiveOutput(ModelOutput):
 
     def to_tuple(self) -> tuple[Any]:
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
-
-
-def reads_for_free(tensor: torch.Tensor) -> bool:
-    """
-    Whether a data-dependent check of `tensor` costs nothing: it lives on the CPU and nothing is being compiled. Checks
-    that would make an accelerator wait for the host, or break a compiled graph, run only then; the feature extractor,
-    tokenizer and processor validate inputs everywhere.
-    """
-    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -897,6 +891,8 @@ class VattTowerModel(VattPreTrainedModel):
             output = self._encode(windows.flatten(1) if windows.dim() > 2 else windows, real)
             return output.pooler_output, output.last_hidden_state[:, 1:] if return_window_features else None
 
+        if step_mask is None:
+            step_mask = torch.ones(steps.shape[:2], dtype=torch.bool, device=steps.device)
         layout = WindowLayout(steps.shape[1], config.window_length, config.window_overlap)
         encoded = encode_in_windows(
             encode,
@@ -911,13 +907,10 @@ class VattTowerModel(VattPreTrainedModel):
         last_hidden_state = None
         if encoded.step_features is not None:
             last_hidden_state = torch.cat([encoded.pooled.unsqueeze(1), encoded.step_features], dim=1)
-        real = (
-            step_mask if step_mask is not None else torch.ones(steps.shape[:2], dtype=torch.bool, device=steps.device)
-        )
         return VattEncoderOutput(
             last_hidden_state=last_hidden_state,
             pooler_output=encoded.pooled,
-            attention_mask=F.pad(real, (1, 0), value=True),
+            attention_mask=F.pad(step_mask, (1, 0), value=True),
             window_pooler_output=encoded.window_pooled,
             window_spans=encoded.spans * step_size,
             window_weights=encoded.window_weights,

@@ -32,6 +32,14 @@ import torch
 WindowEncoder = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
 
 
+def reads_for_free(tensor: torch.Tensor) -> bool:
+    """
+    Whether a data-dependent read of `tensor` costs nothing: it lives on the CPU and nothing is being compiled. Reads
+    that would make an accelerator wait for the host, or break a compiled graph, happen only then.
+    """
+    return tensor.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 @dataclass(frozen=True)
 class WindowLayout:
     """Windows of `window_length` steps, `window_overlap` of them shared by neighbours, over `length` steps."""
@@ -139,7 +147,7 @@ class WindowedEncoding:
 def encode_in_windows(
     encode: WindowEncoder,
     steps: torch.Tensor,
-    step_mask: torch.Tensor | None,
+    step_mask: torch.Tensor,
     layout: WindowLayout,
     output_size: int,
     windows_per_batch: int,
@@ -147,18 +155,17 @@ def encode_in_windows(
     return_step_features: bool = False,
 ) -> WindowedEncoding:
     """
-    Encode `steps` `(batch, length, ...)` window by window, `windows_per_batch` windows per call of `encode`, into
-    outputs of `output_size` features in `dtype`. Peak memory is bounded by that, never by the input length. Windows that lie wholly in padding are skipped when
-    their positions can be read for free (tensors on the CPU, nothing being compiled); elsewhere they are encoded
-    and weighted 0, so the forward pass never waits on the device.
+    Encode `steps` `(batch, length, ...)`, whose real steps `step_mask` `(batch, length)` marks, window by window,
+    `windows_per_batch` windows per call of `encode`, into outputs of `output_size` features in `dtype`. Peak memory is
+    bounded by that, never by the input length. Windows that lie wholly in padding are skipped when their positions
+    can be read for free ([`reads_for_free`]); elsewhere they are encoded and weighted 0, so the forward pass never
+    waits on the device.
     """
     batch_size = steps.shape[0]
-    if step_mask is None:
-        step_mask = torch.ones(steps.shape[:2], dtype=torch.bool, device=steps.device)
     window_real = layout.real_steps(step_mask)
     window_weights = window_real.sum(-1).to(torch.float32) / layout.window_length
     flat_real = window_real.flatten(0, 1)
-    if steps.device.type == "cpu" and not torch.compiler.is_compiling():
+    if reads_for_free(window_weights):
         selected = window_weights.flatten().nonzero().squeeze(-1)
     else:
         selected = torch.arange(batch_size * layout.num_windows, device=steps.device)
@@ -190,6 +197,7 @@ def encode_in_windows(
 
 
 __all__ = [
+    "reads_for_free",
     "WindowLayout",
     "WindowedEncoding",
     "encode_in_windows",
