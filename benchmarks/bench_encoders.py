@@ -80,8 +80,10 @@ class Pair:
     intermediate_size: int
 
 
-def audio_model(preset: str, patches: int, attn: str = "sdpa", **overrides) -> tuple[VattAudioModel, dict]:
-    """A random-weight audio tower for `patches` patches; inputs longer than the table use full attention."""
+def audio_model(
+    preset: str, patches: int, attn: str = "sdpa", batch: int = 1, **overrides
+) -> tuple[VattAudioModel, dict]:
+    """A random-weight audio tower for `batch` inputs of `patches` patches; longer than the table: full attention."""
     config = VattAudioConfig.from_preset(preset, **{"drop_token_rate": 0.0, **NO_DROPOUT, **overrides})
     if patches > config.max_position_embeddings:
         config = VattAudioConfig.from_preset(
@@ -92,14 +94,16 @@ def audio_model(preset: str, patches: int, attn: str = "sdpa", **overrides) -> t
         )
     config._attn_implementation = attn
     model = VattAudioModel(config)
-    return model, {"input_values": torch.randn(1, patches * config.patch_size)}
+    return model, {"input_values": torch.randn(batch, patches * config.patch_size)}
 
 
-def text_model(preset: str, length: int, attn: str = "sdpa", **overrides) -> tuple[VattTextModel, dict]:
+def text_model(
+    preset: str, length: int, attn: str = "sdpa", batch: int = 1, **overrides
+) -> tuple[VattTextModel, dict]:
     config = VattTextConfig.from_preset(preset, **{**NO_DROPOUT, **overrides})
     config._attn_implementation = attn
     model = VattTextModel(config)
-    return model, {"input_ids": torch.randint(1, config.vocab_size, (1, length))}
+    return model, {"input_ids": torch.randint(1, config.vocab_size, (batch, length))}
 
 
 def _peer_encoder_kwargs(config: VattAudioConfig | VattTextConfig) -> dict:
@@ -119,11 +123,12 @@ def _peer_encoder_kwargs(config: VattAudioConfig | VattTextConfig) -> dict:
 def _pair(
     vatt: torch.nn.Module, peer: torch.nn.Module, vatt_inputs: dict, peer_inputs: dict, tokens: int, input_width: int
 ) -> Pair:
-    """A comparison of `tokens` tokens (AGG/CLS included); `input_width` is the width of the input projection."""
+    """A comparison of `tokens` tokens per input (AGG/CLS included); `input_width`: the input projection's width."""
     config = vatt.config
     inner = config.num_attention_heads * config.head_dim
     dims = (config.hidden_size, config.num_hidden_layers, config.intermediate_size, inner, input_width)
-    flops = encoder_flops(tokens, *dims)
+    batch = next(iter(vatt_inputs.values())).shape[0]
+    flops = encoder_flops(tokens, *dims) * batch
     return Pair(vatt, peer, vatt_inputs, peer_inputs, flops, tokens, config.hidden_size, config.intermediate_size)
 
 
@@ -132,8 +137,8 @@ def dropout_overrides(dropout: float) -> dict:
     return {"hidden_dropout_prob": dropout, "attention_dropout": dropout}
 
 
-def audio_pair(preset: str, patches: int, dropout: float = 0.0, attn: str = "sdpa") -> Pair:
-    vatt, vatt_inputs = audio_model(preset, patches, attn=attn, **dropout_overrides(dropout))
+def audio_pair(preset: str, patches: int, dropout: float = 0.0, attn: str = "sdpa", batch: int = 1) -> Pair:
+    vatt, vatt_inputs = audio_model(preset, patches, attn=attn, batch=batch, **dropout_overrides(dropout))
     config = vatt.config
     peer_config = ViTConfig(
         **_peer_encoder_kwargs(config),
@@ -143,12 +148,12 @@ def audio_pair(preset: str, patches: int, dropout: float = 0.0, attn: str = "sdp
     )
     peer_config._attn_implementation = "sdpa"
     peer = ViTModel(peer_config, add_pooling_layer=False)
-    peer_inputs = {"pixel_values": vatt_inputs["input_values"].view(1, 1, 1, -1)}
+    peer_inputs = {"pixel_values": vatt_inputs["input_values"].view(batch, 1, 1, -1)}
     return _pair(vatt, peer, vatt_inputs, peer_inputs, patches + 1, config.patch_size)
 
 
-def text_pair(preset: str, length: int, dropout: float = 0.0, attn: str = "sdpa") -> Pair:
-    vatt, vatt_inputs = text_model(preset, length, attn=attn, **dropout_overrides(dropout))
+def text_pair(preset: str, length: int, dropout: float = 0.0, attn: str = "sdpa", batch: int = 1) -> Pair:
+    vatt, vatt_inputs = text_model(preset, length, attn=attn, batch=batch, **dropout_overrides(dropout))
     config = vatt.config
     peer_config = BertConfig(
         **_peer_encoder_kwargs(config),
@@ -158,7 +163,7 @@ def text_pair(preset: str, length: int, dropout: float = 0.0, attn: str = "sdpa"
     peer_config._attn_implementation = "sdpa"
     peer = BertModel(peer_config, add_pooling_layer=False)
     peer.embeddings.word_embeddings.weight.requires_grad_(config.trainable_word_embeddings)
-    peer_ids = torch.cat([torch.ones(1, 1, dtype=torch.long), vatt_inputs["input_ids"]], dim=1)
+    peer_ids = torch.cat([torch.ones(batch, 1, dtype=torch.long), vatt_inputs["input_ids"]], dim=1)
     return _pair(vatt, peer, vatt_inputs, {"input_ids": peer_ids}, length + 1, config.embedding_size)
 
 
@@ -217,9 +222,9 @@ def _bf16_copy(model: torch.nn.Module) -> torch.nn.Module:
     return copy.eval()
 
 
-def t5_pair(preset: str, length: int, dropout: float = 0.0) -> Pair:
+def t5_pair(preset: str, length: int, dropout: float = 0.0, batch: int = 1) -> Pair:
     """VATT's text tower against transformers' T5 encoder: the like-for-like peer (relative bias, unscaled attention)."""
-    pair = text_pair(preset, length, dropout=dropout)
+    pair = text_pair(preset, length, dropout=dropout, batch=batch)
     config = pair.vatt.config
     peer_config = T5Config(
         vocab_size=config.vocab_size,

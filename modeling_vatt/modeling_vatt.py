@@ -435,6 +435,25 @@ def _masked_softmax_attention(
     return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
 
 
+def _dense_bias_sdpa(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float,
+    position_bias: torch.Tensor,
+) -> tuple[torch.Tensor, None]:
+    """SDPA with the relative bias laid out dense, padding folded in: a mask the fused CUDA kernels differentiate."""
+    bias = VattRelativePositionBias.dense(position_bias.to(query.dtype)).expand(query.shape[0], -1, -1, -1)
+    if attention_mask is not None:
+        bias = bias.masked_fill(~attention_mask, torch.finfo(query.dtype).min)
+    output = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=bias.contiguous(), dropout_p=dropout, scale=scaling
+    )
+    return output.transpose(1, 2).contiguous(), None
+
+
 def sdpa_relative_bias_attention_forward(
     module: nn.Module,
     query: torch.Tensor,
@@ -451,18 +470,17 @@ def sdpa_relative_bias_attention_forward(
     (and values, and the boolean key mask `(batch, 1, 1, length)`) are taken in reverse order, so the bias is the
     strided [`VattRelativePositionBias.reversed_key_view`] of the offsets, read in place.
 
-    A bias that needs a gradient (training) gets plain attention math on the same layout: SDPA's fused CPU kernels
-    return no gradient for an additive mask, and their fallback adds a fully-masked-row check over every score. On
-    CUDA without attention dropout it gets [`flex_relative_bias_attention_forward`] instead (FlexAttention has no
-    dropout, and no backward on CPU in torch 2.13); under `torch.compile` elsewhere, eager attention's dense layout.
-    Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge negative number where
-    padded), so one strided bias serves the whole batch on the fused kernel.
+    A bias that needs a gradient (training) is handled by device. On an accelerator it becomes a dense
+    `(batch, heads, length, length)` additive mask, padding folded in, whose gradient SDPA's memory-efficient kernel
+    returns (faster on an H200 than FlexAttention, whose bias gradient adds into a few shared entries). On CPU it gets
+    plain attention math on the reversed layout: SDPA's fused CPU kernels return no gradient for an additive mask,
+    and their fallback adds a fully-masked-row check over every score. Under `torch.compile` it gets eager
+    attention's dense layout. Otherwise padding becomes one extra head dimension (queries 1, values 0, keys a huge
+    negative number where padded), so one strided bias serves the whole batch on the fused kernel.
     """
     trained_bias = position_bias.requires_grad and torch.is_grad_enabled()
-    if trained_bias and query.device.type == "cuda" and dropout == 0.0:
-        return flex_relative_bias_attention_forward(
-            module, query, key, value, attention_mask, scaling, position_bias=position_bias
-        )
+    if trained_bias and query.device.type != "cpu" and not torch.compiler.is_compiling():
+        return _dense_bias_sdpa(query, key, value, attention_mask, scaling, dropout, position_bias)
     if trained_bias and torch.compiler.is_compiling():
         # Inductor (torch 2.13, CPU) corrupts the heap training through the strided view; the dense layout compiles.
         return eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout, position_bias)
@@ -539,8 +557,8 @@ def flex_relative_bias_attention_forward(
     return output.transpose(1, 2).contiguous(), None
 
 
-# Attention functions that take the relative bias: SDPA gets its own in-place layout; eager is the default. SDPA uses
-# FlexAttention for a trained bias on CUDA; `"flex_attention"` selects it everywhere (not for training on CPU).
+# Attention functions that take the relative bias: SDPA gets its own in-place layout; eager is the default.
+# `"flex_attention"` selects FlexAttention (no attention dropout; no training on CPU in torch 2.13).
 RELATIVE_BIAS_ATTENTION_FUNCTIONS = AttentionInterface()
 RELATIVE_BIAS_ATTENTION_FUNCTIONS["sdpa"] = sdpa_relative_bias_attention_forward
 RELATIVE_BIAS_ATTENTION_FUNCTIONS["flex_attention"] = flex_relative_bias_attention_forward

@@ -10,6 +10,7 @@ from torch import nn
 from modeling_vatt import VattTextConfig, VattTextModel
 from modeling_vatt.modeling_vatt import (
     VattRelativePositionBias,
+    _dense_bias_sdpa,
     _ReversedKeyBias,
     eager_attention_forward,
     flex_relative_bias_attention_forward,
@@ -46,13 +47,21 @@ def test_reversed_key_bias_gradient_equals_autograds_scatter():
     )
 
 
+def _dense_bias_attention(module, query, key, value, mask, scaling, position_bias):
+    return _dense_bias_sdpa(query, key, value, mask, scaling, 0.0, position_bias)
+
+
+@pytest.mark.parametrize("trained_path", [sdpa_relative_bias_attention_forward, _dense_bias_attention])
 @pytest.mark.parametrize("padded", [False, True])
-def test_trained_bias_sdpa_path_matches_eager_in_output_and_every_gradient(padded):
-    """Scaled queries (not the T5 default of 1.0) and a batch of 2: the bias gradient sums over the batch."""
+def test_trained_bias_sdpa_path_matches_eager_in_output_and_every_gradient(padded, trained_path):
+    """
+    Scaled queries (not the T5 default of 1.0) and a batch of 2: the bias gradient sums over the batch. The dense
+    layout is the accelerator path; on CPU, SDPA differentiates its mask with the math kernel.
+    """
     module = nn.Module().train()
     inputs = _attention_inputs(2, 3, 37, padded)
     results = []
-    for attention in (sdpa_relative_bias_attention_forward, eager_attention_forward):
+    for attention in (trained_path, eager_attention_forward):
         leaves = [tensor.clone().requires_grad_() for tensor in inputs[:4]]
         output, _ = attention(module, *leaves[:3], inputs[4], 0.125, position_bias=leaves[3])
         output.backward(torch.ones_like(output).cumsum(-1))
