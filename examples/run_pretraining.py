@@ -67,12 +67,20 @@ from modeling_vatt.pretraining_pairs import (
 from modeling_vatt.processing_vatt import VattProcessor
 from modeling_vatt.speech_data import SkipCounter, ensure_splits, load_speech_dataset
 from modeling_vatt.tokenization_vatt import VattTokenizer
+from modeling_vatt.voice_evaluation import (
+    EVALUATION_SETS,
+    format_voice_table,
+    load_evaluation_set,
+    resolve_sets,
+    with_confidence_intervals,
+)
 from modeling_vatt.word_vectors import tokenizer_word_vectors
 
 logger = logging.getLogger(__name__)
 
 LR_SCHEDULERS = ("cosine", "linear", "constant_with_warmup", "vatt_stepwise_cosine")
 CORPUS_DATA_NAME = "vatt-embedded-long-form-corpus"
+REPOSITORY_SPEECH_FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "speech"
 CHECKPOINT_PATTERN = re.compile(r"^step_(\d+)$")
 HUB_IGNORE_PATTERNS = ["checkpoints/*", "checkpoints/**", "runs/*", "runs/**"]
 WEIGHT_FILE_PATTERNS = ("model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin*")
@@ -92,6 +100,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--corpus_dir", help="Where the embedded corpus is rendered (default: ~/.cache/vatt/...).")
     data.add_argument("--corpus_size", default="default", choices=("tiny", "small", "default"))
     data.add_argument("--max_eval_recordings", type=int, help="Evaluate on at most this many recordings.")
+    data.add_argument(
+        "--eval_voice_sets",
+        default="auto",
+        help=f"Comma-separated evaluation sets across voices for the final evaluation, from {EVALUATION_SETS}; "
+        "'auto' (default): every set available when training on the embedded corpus (piper needs vatt[piper]), "
+        "only real_speech otherwise; 'none' skips them.",
+    )
+    data.add_argument(
+        "--real_speech_dir",
+        default=str(REPOSITORY_SPEECH_FIXTURES) if REPOSITORY_SPEECH_FIXTURES.is_dir() else None,
+        help="Recorded speech with transcripts.tsv for the real_speech set (default: the repository's fixtures).",
+    )
     data.add_argument("--window_seconds", type=float, default=None, help="Training window (default: position table).")
     data.add_argument("--num_text_candidates", type=int, default=1, help="Texts per window; > 1 gives MIL-NCE.")
     data.add_argument("--max_text_length", type=int, default=64, help="Words kept per training window text.")
@@ -185,6 +205,16 @@ def default_corpus_dir(size: str) -> Path:
     return cache / "vatt" / f"corpus-{size}"
 
 
+def corpus_dir_of(args: argparse.Namespace) -> Path:
+    return Path(args.corpus_dir) if args.corpus_dir else default_corpus_dir(args.corpus_size)
+
+
+def voice_set_names(args: argparse.Namespace, data_name: str) -> list[str]:
+    """The evaluation sets across voices that `--eval_voice_sets` asks for (see `modeling_vatt.voice_evaluation`)."""
+    auto = None if data_name == CORPUS_DATA_NAME else ["real_speech"]
+    return resolve_sets(args.eval_voice_sets, args.real_speech_dir, auto)
+
+
 def load_raw_data(args: argparse.Namespace, accelerator: Accelerator, skips: SkipCounter) -> tuple[Any, str]:
     """The training data as a `DatasetDict` with `train`, `validation` (and maybe `test`), plus a name for the card."""
     from datasets import DatasetDict, load_dataset
@@ -212,7 +242,7 @@ def load_raw_data(args: argparse.Namespace, accelerator: Accelerator, skips: Ski
         return splits, args.dataset_name
     from modeling_vatt.corpus import build_corpus
 
-    corpus_dir = Path(args.corpus_dir) if args.corpus_dir else default_corpus_dir(args.corpus_size)
+    corpus_dir = corpus_dir_of(args)
     with accelerator.main_process_first():
         corpus = build_corpus(corpus_dir, size=args.corpus_size, show_progress=accelerator.is_local_main_process)
     return corpus, CORPUS_DATA_NAME
@@ -386,6 +416,37 @@ class EvalSet:
     recordings: DataLoader | None
     num_windows: int
     num_recordings: int
+
+
+def build_eval_set(
+    recordings: LongFormRecordings,
+    processor: VattProcessor,
+    window_samples: int,
+    batch_size: int,
+    max_text_length: int,
+    loader_kwargs: dict[str, Any],
+) -> EvalSet:
+    """
+    Loaders of every window of `recordings` (with the words spoken in it) and, when at least two recordings are
+    longer than a window, of each whole recording with its transcript.
+    """
+    sampling_rate = recordings.sampling_rate
+    sampler = LongFormPairSampler(window_samples=window_samples, sampling_rate=sampling_rate)
+    windows = recordings.windows(sampler)
+    collate = partial(
+        collate_long_form_pairs,
+        tokenizer=processor.tokenizer,
+        max_text_length=max_text_length,
+        feature_extractor=processor.feature_extractor,
+    )
+    window_loader = DataLoader(windows, batch_size=batch_size, collate_fn=collate, **loader_kwargs)
+    long_ones = [r for r in recordings if r.num_samples > window_samples]
+    recording_loader = None
+    if len(long_ones) >= 2:
+        items = [(recordings.audio(r), r.text) for r in long_ones]
+        recording_collate = partial(collate_recordings, processor=processor, sampling_rate=sampling_rate)
+        recording_loader = DataLoader(items, batch_size=1, collate_fn=recording_collate, **loader_kwargs)
+    return EvalSet(window_loader, recording_loader, len(windows), len(long_ones))
 
 
 def evaluate_model(model, eval_set: EvalSet, accelerator: Accelerator, metric) -> tuple[dict[str, float], np.ndarray]:
@@ -711,22 +772,18 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         drop_last=True,  # equal shapes on every process for the gathered negatives, no wrapped-around duplicates
         **loader_kwargs,
     )
-    eval_window_sampler = LongFormPairSampler(window_samples=args.window_samples, sampling_rate=sampling_rate)
 
     def make_eval_set(split: LongFormRecordings) -> EvalSet:
-        windows = split.windows(eval_window_sampler)
-        window_loader = DataLoader(
-            windows, batch_size=args.per_device_eval_batch_size, collate_fn=collate, **loader_kwargs
+        return build_eval_set(
+            split, processor, args.window_samples, args.per_device_eval_batch_size, args.max_text_length, loader_kwargs
         )
-        long_ones = [r for r in split if r.num_samples > args.window_samples]
-        recording_loader = None
-        if len(long_ones) >= 2:
-            items = [(split.audio(r), r.text) for r in long_ones]
-            recording_collate = partial(collate_recordings, processor=processor, sampling_rate=sampling_rate)
-            recording_loader = DataLoader(items, batch_size=1, collate_fn=recording_collate, **loader_kwargs)
-        return EvalSet(window_loader, recording_loader, len(windows), len(long_ones))
 
     eval_set, test_set = make_eval_set(eval_recordings), test_recordings and make_eval_set(test_recordings)
+    voice_sets = {}
+    for name in voice_set_names(args, data_name):
+        with accelerator.main_process_first():
+            data = load_evaluation_set(name, corpus_dir_of(args), args.corpus_size, args.real_speech_dir, show)
+        voice_sets[name] = make_eval_set(LongFormRecordings(data, sampling_rate, skips, cache, name=name))
 
     optimizer = create_optimizer(model, args)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
@@ -740,10 +797,11 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     eval_set.windows = accelerator.prepare(eval_set.windows)
     if eval_set.recordings is not None:
         eval_set.recordings = accelerator.prepare(eval_set.recordings)
-    if test_set is not None:
-        test_set.windows = accelerator.prepare(test_set.windows)
-        if test_set.recordings is not None:
-            test_set.recordings = accelerator.prepare(test_set.recordings)
+    for extra_set in [test_set, *voice_sets.values()]:
+        if extra_set is not None:
+            extra_set.windows = accelerator.prepare(extra_set.windows)
+            if extra_set.recordings is not None:
+                extra_set.recordings = accelerator.prepare(extra_set.recordings)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
     args.global_batch_size = (
@@ -869,6 +927,13 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         final.update({f"test/{key}": value for key, value in (test_results or {}).items()})
         if accelerator.is_main_process:
             logger.info("\n%s", format_retrieval_table(test_results, f"test (step {completed_steps})"))
+    for name, voice_set in voice_sets.items():
+        voice_results, _ = evaluate_model(model, voice_set, accelerator, metric)
+        items = {"window": voice_set.num_windows, "recording": voice_set.num_recordings}
+        final.update({f"{name}/{k}": v for k, v in with_confidence_intervals(voice_results or {}, items).items()})
+    if voice_sets and accelerator.is_main_process:
+        table = format_voice_table(final, list(voice_sets))
+        logger.info("\nAcross voices (held-out passages; Wilson 95%% intervals):\n%s", table)
     if args.with_tracking:
         accelerator.log({f"final/{k}": v for k, v in final.items()}, step=completed_steps)
         accelerator.end_training()

@@ -95,18 +95,22 @@ def results_table(results: dict[str, float]) -> str:
     parts = []
     if groups:
         lines = [
-            "| split | level | direction | R@1 | R@5 | R@10 | median rank |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "| split | level | direction | items | R@1 | R@5 | R@10 | median rank |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for (split, level, direction), scores in groups.items():
             cells = []
             for k in (1, 5, 10):
                 value, chance = scores.get(f"R@{k}"), scores.get(f"chance_R@{k}")
-                cells.append("-" if value is None else f"{value:.3f}" + ("" if chance is None else f" ({chance:.3f})"))
-            median = scores.get("median_rank")
-            row = [split, level, direction.replace("_to_", " → "), *cells, "-" if median is None else f"{median:g}"]
-            lines.append("| " + " | ".join(row) + " |")
+                low, high = scores.get(f"R@{k}_low"), scores.get(f"R@{k}_high")
+                cell = "-" if value is None else f"{value:.3f}" + ("" if chance is None else f" ({chance:.3f})")
+                cells.append(cell + ("" if value is None or low is None else f" [{low:.3f}, {high:.3f}]"))
+            median, items = scores.get("median_rank"), scores.get("items")
+            row = [split, level, direction.replace("_to_", " → "), "-" if items is None else f"{items:g}", *cells]
+            lines.append("| " + " | ".join([*row, "-" if median is None else f"{median:g}"]) + " |")
         parts.append("\n".join(lines))
+        if any("R@1_low" in scores for scores in groups.values()):
+            parts.append("Chance level in parentheses; 95 % Wilson interval in brackets, over `items` queries.")
     if others:
         parts.append(markdown_table(others, ("metric", "value")))
     return "\n\n".join(parts) if parts else "No evaluation results were recorded."
