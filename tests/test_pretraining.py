@@ -435,6 +435,8 @@ def test_model_card_renders_valid_metadata_and_names_missing_fields():
     from modeling_vatt.model_card import render_model_card
 
     results = {"test/window/audio_to_text_R@1": 0.25, "test/window/audio_to_text_chance_R@1": 0.05, "accuracy": 0.5}
+    results |= {"heldout_voices/window/text_to_audio_R@1": 0.5, "heldout_voices/window/text_to_audio_R@1_low": 0.25}
+    results |= {"heldout_voices/window/text_to_audio_R@1_high": 0.75, "heldout_voices/window/text_to_audio_items": 12}
     card = render_model_card(
         None,
         model_name="acme/vatt",
@@ -446,8 +448,14 @@ def test_model_card_renders_valid_metadata_and_names_missing_fields():
     metadata = ModelCard(card, ignore_metadata_errors=False).data
     assert metadata.license == "apache-2.0" and metadata.datasets == ["my-speech"]
     values = {(result.dataset_split, result.metric_name): result.metric_value for result in metadata.eval_results}
-    assert values == {("test", "window audio->text R@1"): 0.25, ("test", "accuracy"): 0.5}
-    assert "| test | window | audio → text | 0.250 (0.050) | - | - | - |" in card
+    assert values == {
+        ("test", "window audio->text R@1"): 0.25,
+        ("test", "accuracy"): 0.5,
+        ("heldout_voices", "window text->audio R@1"): 0.5,  # intervals and counts stay out of the model index
+    }
+    assert "| test | window | audio → text | - | 0.250 (0.050) | - | - | - |" in card
+    assert "| heldout_voices | window | text → audio | 12 | 0.500 [0.250, 0.750] | - | - | - |" in card
+    assert "95 % Wilson interval" in card
     assert "| lr | 0.001 |" in card
     with pytest.raises(ValueError, match=r"\['training_data'\]"):
         render_model_card(None, model_name="acme/vatt", dataset="my-speech")
