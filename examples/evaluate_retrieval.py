@@ -29,7 +29,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,7 +43,6 @@ from modeling_vatt.voice_evaluation import (  # noqa: E402
     format_voice_table,
     load_evaluation_set,
     resolve_sets,
-    with_confidence_intervals,
 )
 
 
@@ -71,30 +69,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, float]:
     names = resolve_sets(args.sets, args.real_speech_dir)
     model = VattForContrastivePretraining.from_pretrained(args.model_dir).eval()
     processor = VattProcessor.from_pretrained(args.model_dir)
-    audio_config = model.config.audio_config
-    sampling_rate, patch = audio_config.sampling_rate, audio_config.patch_size
-    window_seconds = args.window_seconds or audio_config.window_length * patch / sampling_rate
-    window_samples = max(1, round(window_seconds * sampling_rate / patch)) * patch
+    window_samples = run_pretraining.window_samples_for(model.config.audio_config, args.window_seconds)
     run_pretraining.check_window(window_samples, model.config)
-    corpus_dir = args.corpus_dir and Path(args.corpus_dir) or run_pretraining.default_corpus_dir(args.corpus_size)
     show = accelerator.is_local_main_process
     model = accelerator.prepare(model)
     metric = load_retrieval_metric(keep_in_memory=True) if accelerator.is_main_process else None
     results: dict[str, float] = {}
     for name in names:
         with accelerator.main_process_first():
-            data = load_evaluation_set(name, corpus_dir, args.corpus_size, args.real_speech_dir, show)
-        recordings = LongFormRecordings(data, sampling_rate, name=name, show_progress=show)
+            data = load_evaluation_set(
+                name, run_pretraining.corpus_dir_of(args), args.corpus_size, args.real_speech_dir, show
+            )
+        recordings = LongFormRecordings(data, model.config.audio_config.sampling_rate, name=name, show_progress=show)
         eval_set = run_pretraining.build_eval_set(
             recordings, processor, window_samples, args.per_device_eval_batch_size, args.max_text_length, {}
         )
-        eval_set.windows = accelerator.prepare(eval_set.windows)
-        if eval_set.recordings is not None:
-            eval_set.recordings = accelerator.prepare(eval_set.recordings)
-        with torch.no_grad():
-            scores, _ = run_pretraining.evaluate_model(model, eval_set, accelerator, metric)
-        items = {"window": eval_set.num_windows, "recording": eval_set.num_recordings}
-        results.update({f"{name}/{key}": value for key, value in with_confidence_intervals(scores, items).items()})
+        run_pretraining.prepare_eval_set(accelerator, eval_set)
+        results.update(run_pretraining.evaluate_with_intervals(model, eval_set, accelerator, metric, name))
     if accelerator.is_main_process:
         print(f"\nAudio-text retrieval of {args.model_dir} across voices (Wilson 95 % intervals)")
         print(format_voice_table(results, names))

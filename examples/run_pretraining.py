@@ -449,6 +449,27 @@ def build_eval_set(
     return EvalSet(window_loader, recording_loader, len(windows), len(long_ones))
 
 
+def window_samples_for(audio_config: PreTrainedConfig, window_seconds: float | None) -> int:
+    """Samples per window: `window_seconds` (default: the audio position table) rounded to whole patches."""
+    patch, rate = audio_config.patch_size, audio_config.sampling_rate
+    seconds = window_seconds or audio_config.window_length * patch / rate
+    return max(1, round(seconds * rate / patch)) * patch
+
+
+def prepare_eval_set(accelerator: Accelerator, eval_set: EvalSet) -> None:
+    """Shards an evaluation set's loaders over the processes."""
+    eval_set.windows = accelerator.prepare(eval_set.windows)
+    if eval_set.recordings is not None:
+        eval_set.recordings = accelerator.prepare(eval_set.recordings)
+
+
+def evaluate_with_intervals(model, eval_set: EvalSet, accelerator: Accelerator, metric, name: str) -> dict[str, float]:
+    """`evaluate_model`'s figures under `name/`, each R@K with its Wilson 95 % interval and number of queries."""
+    results, _ = evaluate_model(model, eval_set, accelerator, metric)
+    items = {"window": eval_set.num_windows, "recording": eval_set.num_recordings}
+    return {f"{name}/{key}": value for key, value in with_confidence_intervals(results or {}, items).items()}
+
+
 def evaluate_model(model, eval_set: EvalSet, accelerator: Accelerator, metric) -> tuple[dict[str, float], np.ndarray]:
     """
     Window-level (and recording-level) retrieval metrics plus the window similarity matrix. Every process embeds its
@@ -723,10 +744,8 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     train_texts = [text for text in raw["train"]["text"] if text and text.strip()]
     model, processor = build_model_and_processor(args, train_texts)
     audio_config = model.config.audio_config
-    sampling_rate, patch = audio_config.sampling_rate, audio_config.patch_size
-    default_window = audio_config.window_length * patch / sampling_rate
-    window_seconds = args.window_seconds or default_window
-    args.window_samples = max(1, round(window_seconds * sampling_rate / patch)) * patch
+    sampling_rate = audio_config.sampling_rate
+    args.window_samples = window_samples_for(audio_config, args.window_seconds)
     check_window(args.window_samples, model.config)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
@@ -796,14 +815,9 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     scheduler = create_scheduler(optimizer, args, accelerator.num_processes)
 
     model, optimizer, train_dataloader, scheduler = accelerator.prepare(model, optimizer, train_dataloader, scheduler)
-    eval_set.windows = accelerator.prepare(eval_set.windows)
-    if eval_set.recordings is not None:
-        eval_set.recordings = accelerator.prepare(eval_set.recordings)
-    for extra_set in [test_set, *voice_sets.values()]:
-        if extra_set is not None:
-            extra_set.windows = accelerator.prepare(extra_set.windows)
-            if extra_set.recordings is not None:
-                extra_set.recordings = accelerator.prepare(extra_set.recordings)
+    for prepared_set in [eval_set, test_set, *voice_sets.values()]:
+        if prepared_set is not None:
+            prepare_eval_set(accelerator, prepared_set)
     num_update_steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
     num_epochs = math.ceil(args.max_train_steps / num_update_steps_per_epoch)
     args.global_batch_size = (
@@ -930,9 +944,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         if accelerator.is_main_process:
             logger.info("\n%s", format_retrieval_table(test_results, f"test (step {completed_steps})"))
     for name, voice_set in voice_sets.items():
-        voice_results, _ = evaluate_model(model, voice_set, accelerator, metric)
-        items = {"window": voice_set.num_windows, "recording": voice_set.num_recordings}
-        final.update({f"{name}/{k}": v for k, v in with_confidence_intervals(voice_results or {}, items).items()})
+        final.update(evaluate_with_intervals(model, voice_set, accelerator, metric, name))
     if voice_sets and accelerator.is_main_process:
         table = format_voice_table(final, list(voice_sets))
         logger.info("\nAcross voices (held-out passages; Wilson 95%% intervals):\n%s", table)

@@ -34,9 +34,10 @@ import numpy as np
 MANIFEST_PATH = Path(__file__).parent / "data" / "corpus_manifest.jsonl"
 CORPUS_SIZES = ("tiny", "small", "default")
 SPLITS = ("train", "validation", "test")
-# Voices are an accent (espeak language) plus a variant ("" = the accent's own voice); every combination below was
-# verified to render bit-identically (no variant with a `breath` line). Whole accents and variants are held out of
-# training, so evaluation can measure voices the model never heard. The flite voices are reserved for evaluation too.
+# Voices are an accent (espeak language) plus a variant ("" = the accent's own voice). Every accent and every variant
+# below was checked to render bit-identically in fresh processes (variants with a `breath` line are left out). Whole
+# accents and variants are held out of training, so evaluation can measure voices the model never heard. The flite
+# voices are reserved for evaluation too.
 TRAINING_ACCENTS = ("en-us", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-x-gbclan", "en")
 TRAINING_VARIANTS = (
     "", "m1", "m3", "m4", "m6", "m7", "f1", "f4", "linda", "belinda", "klatt", "klatt3", "adam", "Andy", "david",
