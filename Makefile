@@ -27,16 +27,19 @@ demo: $(VENV)/.installed
 
 # The longer recipe beside the demo (about 1.5 h on 2 cores): the demo's settings for TRAIN_STEPS steps, evaluated
 # across voices, written Hub-ready (model card with the tables) to TRAIN_DIR; rerunning resumes its last checkpoint.
-# TRAIN_PATCH_FEATURES=waveform trains the original raw-waveform patches instead of log spectra.
+# TRAIN_PATCH_FEATURES=waveform trains the original raw-waveform patches instead of log spectra. TRAIN_AUGMENTATION
+# perturbs each training window (speed, equaliser, noise) so the model hears past the synthetic training voices;
+# set it empty to train without.
 TRAIN_STEPS ?= 6000
 TRAIN_PATCH_FEATURES ?= log_spectrum
+TRAIN_AUGMENTATION ?= --speed_perturbation 0.15 --random_eq_db 10 --noise_snr_db 15,40
 TRAIN_DIR ?= outputs/vatt-train-$(TRAIN_PATCH_FEATURES)
 
 train: $(VENV)/.installed
 	$(PY) examples/run_pretraining.py --model_preset cpu --per_device_train_batch_size 64 --learning_rate 5e-4 \
 		--max_train_steps $(TRAIN_STEPS) --eval_steps 1000 --logging_steps 100 --checkpointing_steps 500 \
 		--checkpoints_total_limit 1 --config_overrides '{"audio_config": {"patch_features": "$(TRAIN_PATCH_FEATURES)"}}' \
-		--output_dir $(TRAIN_DIR) --resume_from_checkpoint latest
+		$(TRAIN_AUGMENTATION) --output_dir $(TRAIN_DIR) --resume_from_checkpoint latest
 
 test: $(VENV)/.installed
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -54,6 +54,7 @@ from tqdm.auto import tqdm
 from transformers import AutoProcessor, PreTrainedConfig, get_scheduler
 
 from modeling_vatt import VattConfig, VattForContrastivePretraining, vatt_contrastive_loss
+from modeling_vatt.audio_augmentation import WaveformAugmentation
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
 from modeling_vatt.metrics import load_retrieval_metric
 from modeling_vatt.model_card import render_model_card
@@ -117,6 +118,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max_text_length", type=int, default=64, help="Words kept per training window text.")
     data.add_argument("--audio_cache_gb", type=float, default=4.0, help="Decoded audio kept in memory per process.")
     data.add_argument("--preprocessing_num_workers", type=int, default=0, help="DataLoader worker processes.")
+
+    augment = parser.add_argument_group("augmentation of training windows (off by default; see audio_augmentation)")
+    augment.add_argument(
+        "--speed_perturbation", type=float, default=0.0, help="Speed factors drawn from [1 - x, 1 + x], e.g. 0.15."
+    )
+    augment.add_argument("--random_eq_db", type=float, default=0.0, help="Random equaliser within +-x dB, e.g. 10.")
+    augment.add_argument(
+        "--noise_snr_db",
+        type=snr_range,
+        default=None,
+        help="White noise at an SNR drawn from LOW,HIGH dB, e.g. 15,40.",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", help="Continue from a saved VATT model + processor.")
@@ -198,6 +211,33 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 # ----------------------------------------------------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------------------------------------------------
+
+
+def snr_range(value: str) -> str:
+    """Checks a `LOW,HIGH` decibel range and keeps it as text (a scalar the tracker can log)."""
+    try:
+        low, high = (float(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH in decibels, got {value!r}") from None
+    if low > high:
+        raise argparse.ArgumentTypeError(f"LOW must not exceed HIGH, got {value!r}")
+    return value
+
+
+def waveform_augmentation(args: argparse.Namespace) -> WaveformAugmentation:
+    snr_db = tuple(float(part) for part in args.noise_snr_db.split(",")) if args.noise_snr_db else None
+    return WaveformAugmentation(speed=args.speed_perturbation, eq_db=args.random_eq_db, snr_db=snr_db)
+
+
+def augmentation_description(augmentation: WaveformAugmentation) -> str:
+    parts = []
+    if augmentation.speed:
+        parts.append(f"speed x{1 - augmentation.speed:g}-{1 + augmentation.speed:g}")
+    if augmentation.eq_db:
+        parts.append(f"random equaliser +-{augmentation.eq_db:g} dB")
+    if augmentation.snr_db:
+        parts.append(f"white noise at {augmentation.snr_db[0]:g}-{augmentation.snr_db[1]:g} dB SNR")
+    return ", ".join(parts) or "none"
 
 
 def default_corpus_dir(size: str) -> Path:
@@ -664,6 +704,7 @@ def write_model_card(
         "text candidates per window": args.num_text_candidates,
         "loss": f"{model.config.loss_type}{' (MIL)' if args.num_text_candidates > 1 else ''}",
         "DropToken rate": audio.drop_token_rate,
+        "augmentation": augmentation_description(waveform_augmentation(args)),
         "optimiser": f"AdamW, lr {args.learning_rate:g}, weight decay {args.weight_decay:g}",
         "schedule": f"{args.lr_scheduler_type}, {args.num_warmup_steps} warm-up steps",
         "steps": args.max_train_steps,
@@ -768,7 +809,7 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
         sampling_rate=sampling_rate,
         num_neighbor_segments=args.num_text_candidates - 1,
     )
-    train_dataset = LongFormPairDataset(train_recordings, pair_sampler, args.seed)
+    train_dataset = LongFormPairDataset(train_recordings, pair_sampler, args.seed, waveform_augmentation(args))
     epoch_sampler = LongFormEpochSampler(train_dataset, args.seed)
     if len(train_dataset) < args.per_device_train_batch_size * accelerator.num_processes:
         raise ValueError(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,9 @@ from tqdm.auto import tqdm
 
 from .speech_data import SkipCounter, decode_audio, decode_example, example_name, read_audio_span
 from .windowing_vatt import WindowLayout
+
+if TYPE_CHECKING:
+    from .audio_augmentation import WaveformAugmentation
 
 DEFAULT_WINDOW_SAMPLES = 1200 * 128
 DEFAULT_SAMPLING_RATE = 48_000
@@ -113,6 +116,12 @@ class LongFormPairSampler:
     @property
     def window_seconds(self) -> float:
         return self.window_samples / self.sampling_rate
+
+    def with_window(self, window_samples: int) -> LongFormPairSampler:
+        """The same sampler with another window length (e.g. the span a speed-perturbed window covers)."""
+        return LongFormPairSampler(
+            window_samples, self.sampling_rate, self.num_neighbor_segments, self.pad_mode, self.untimed
+        )
 
     def _pairs_whole_transcript(self, word_starts, word_ends) -> bool:
         return self.untimed == "whole" and (word_starts is None or word_ends is None)
@@ -352,9 +361,17 @@ class LongFormPairDataset(torch.utils.data.Dataset):
     Every recording gets one draw per window length of its audio (at least one), so an epoch sees each recording about
     once per window it holds. Key `(epoch, draw)` draws a window with a generator seeded by `(seed, epoch, draw)`:
     the pairs depend neither on worker or process layout nor on interruptions, so a resumed run sees the same pairs.
+    An `augmentation` (see `audio_augmentation`) draws its perturbation from a second generator seeded by
+    `(seed, epoch, draw, 1)`, so the windows drawn without it stay the same.
     """
 
-    def __init__(self, recordings: LongFormRecordings, sampler: LongFormPairSampler, seed: int = 0):
+    def __init__(
+        self,
+        recordings: LongFormRecordings,
+        sampler: LongFormPairSampler,
+        seed: int = 0,
+        augmentation: WaveformAugmentation | None = None,
+    ):
         if recordings.sampling_rate != sampler.sampling_rate:
             raise ValueError(
                 f"The recordings are decoded at {recordings.sampling_rate} Hz but the sampler counts windows at "
@@ -363,6 +380,7 @@ class LongFormPairDataset(torch.utils.data.Dataset):
         self.recordings = recordings
         self.sampler = sampler
         self.seed = seed
+        self.augmentation = augmentation if augmentation is not None and augmentation.enabled else None
         self.draws = [
             position
             for position, recording in enumerate(recordings)
@@ -376,9 +394,20 @@ class LongFormPairDataset(torch.utils.data.Dataset):
         epoch, draw = key
         recording = self.recordings[self.draws[draw]]
         rng = np.random.default_rng([self.seed, epoch, draw])
-        start = self.sampler.draw_start(recording.num_samples, rng, **recording.transcript)
-        piece = self.recordings.audio_span(recording, start, self.sampler.window_samples)
-        return self.sampler.pair_for_window(piece, start, recording.num_samples, **recording.transcript)
+        if self.augmentation is None:
+            return self._draw_pair(recording, self.sampler, rng)
+        augmentation_rng = np.random.default_rng([self.seed, epoch, draw, 1])
+        speed = self.augmentation.draw_speed(augmentation_rng)
+        span_sampler = self.sampler.with_window(round(self.sampler.window_samples * speed))
+        pair = self._draw_pair(recording, span_sampler, rng)
+        return self.augmentation(pair, self.sampler.window_samples, augmentation_rng)
+
+    def _draw_pair(
+        self, recording: LongFormRecording, sampler: LongFormPairSampler, rng: np.random.Generator
+    ) -> LongFormPair:
+        start = sampler.draw_start(recording.num_samples, rng, **recording.transcript)
+        piece = self.recordings.audio_span(recording, start, sampler.window_samples)
+        return sampler.pair_for_window(piece, start, recording.num_samples, **recording.transcript)
 
 
 class LongFormEpochSampler(torch.utils.data.Sampler):

@@ -23,6 +23,33 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture
+def recordings(tmp_path):
+    """16 kHz recordings of 10 s and 0.5 s with word timings, a broken file, an empty transcript and a recording whose
+    timings are in milliseconds (all beyond its audio)."""
+    import numpy as np
+    import soundfile as sf
+    from datasets import Audio, Dataset
+
+    from tests.helpers import ENDS, STARTS, WORDS
+
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "long.flac", rng.uniform(-0.5, 0.5, 160000), 16000)
+    sf.write(tmp_path / "short.flac", rng.uniform(-0.5, 0.5, 8000), 16000)
+    (tmp_path / "broken.flac").write_bytes(b"nope")
+    names = ("long.flac", "broken.flac", "short.flac", "long.flac", "long.flac")
+    dataset = Dataset.from_dict(
+        {
+            "audio": [str(tmp_path / name) for name in names],
+            "text": [" ".join(WORDS), "w1", "w1 w2", "", " ".join(WORDS)],
+            "words": [WORDS, ["w1"], ["w1", "w2"], [], WORDS],
+            "word_starts": [STARTS, [0.0], [0.0, 0.2], [], [1000 * start for start in STARTS]],
+            "word_ends": [ENDS, [0.1], [0.2, 0.4], [], [1000 * end for end in ENDS]],
+        }
+    )
+    return dataset.cast_column("audio", Audio(decode=False))
+
+
+@pytest.fixture
 def tiny_config():
     from modeling_vatt import VattConfig
 

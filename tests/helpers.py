@@ -6,6 +6,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+# Timed transcript of the synthetic recordings of the `recordings` fixture (conftest.py).
+WORDS = [f"w{i}" for i in range(10)]
+STARTS = [float(i) for i in range(10)]  # word i is spoken in [i, i + 0.8) s, midpoint i + 0.4
+ENDS = [i + 0.8 for i in range(10)]
+
 BLOCK_PACKAGE = "import sys; sys.modules['modeling_vatt'] = None  # the package is not importable here\n"
 
 

@@ -127,6 +127,7 @@ def test_two_processes_gather_negatives_and_checkpoint(tiny_corpus, tmp_path):
 def test_killed_run_resumes_to_identical_parameters(tiny_corpus, tmp_path):
     common = [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--max_train_steps", "6"]
     common += ["--gradient_accumulation_steps", "2", "--eval_steps", "3"]
+    common += ["--speed_perturbation", "0.2", "--random_eq_db", "6", "--noise_snr_db", "10,30"]  # keyed draws too
     full = tmp_path / "full"
     _train([*common, "--output_dir", str(full), "--checkpointing_steps", "2", "--checkpoints_total_limit", "2"])
     assert sorted(path.name for path in (full / "checkpoints").iterdir()) == ["step_4", "step_6"]
@@ -508,3 +509,23 @@ def test_models_from_scratch_start_from_frozen_character_ngram_word_vectors():
     args = run_pretraining.parse_args(["--model_preset", "cpu", "--word_vectors", "random"])
     random_table = run_pretraining.build_model_and_processor(args, texts)[0].text_model.get_input_embeddings().weight
     assert (random_table - expected).abs().max() > 0.1
+
+
+def test_augmentation_arguments_are_checked_and_described():
+    args = run_pretraining.parse_args(
+        ["--speed_perturbation", "0.15", "--random_eq_db", "10", "--noise_snr_db", "15,40"]
+    )
+    augmentation = run_pretraining.waveform_augmentation(args)
+    assert (augmentation.speed, augmentation.eq_db, augmentation.snr_db) == (0.15, 10.0, (15.0, 40.0))
+    assert run_pretraining.augmentation_description(augmentation) == (
+        "speed x0.85-1.15, random equaliser +-10 dB, white noise at 15-40 dB SNR"
+    )
+    assert (
+        run_pretraining.augmentation_description(run_pretraining.waveform_augmentation(run_pretraining.parse_args([])))
+        == "none"
+    )
+    for bad in ("40,15", "20", "a,b"):
+        with pytest.raises(SystemExit):
+            run_pretraining.parse_args(["--noise_snr_db", bad])
+    with pytest.raises(ValueError, match="speed"):
+        run_pretraining.waveform_augmentation(run_pretraining.parse_args(["--speed_perturbation", "1.5"]))

@@ -5,9 +5,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
-from datasets import Audio, Dataset
 from torch.utils.data import DataLoader
 
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
@@ -23,11 +21,9 @@ from modeling_vatt.pretraining_pairs import (
 )
 from modeling_vatt.speech_data import SkipCounter, decode_audio
 from modeling_vatt.tokenization_vatt import VattTokenizer
+from tests.helpers import ENDS, STARTS, WORDS
 
 RATE = 1000  # 1 kHz keeps the synthetic numbers readable: 2,000-sample windows are 2 s
-WORDS = [f"w{i}" for i in range(10)]
-STARTS = [float(i) for i in range(10)]  # word i is spoken in [i, i + 0.8) s, midpoint i + 0.4
-ENDS = [i + 0.8 for i in range(10)]
 AUDIO = np.arange(10 * RATE, dtype=np.float32)
 
 
@@ -147,27 +143,6 @@ def test_collate_shapes_and_masks():
     assert truncated["input_ids"].shape == (6, 2)
     with pytest.raises(ValueError, match="same window length"):
         collate_long_form_pairs([pairs[0], make_sampler().pair_at(AUDIO, 0, text="w1")], tokenizer)
-
-
-@pytest.fixture
-def recordings(tmp_path):
-    """16 kHz recordings of 10 s and 0.5 s with word timings, a broken file, an empty transcript and a recording whose
-    timings are in milliseconds (all beyond its audio)."""
-    rng = np.random.default_rng(0)
-    sf.write(tmp_path / "long.flac", rng.uniform(-0.5, 0.5, 160000), 16000)
-    sf.write(tmp_path / "short.flac", rng.uniform(-0.5, 0.5, 8000), 16000)
-    (tmp_path / "broken.flac").write_bytes(b"nope")
-    names = ("long.flac", "broken.flac", "short.flac", "long.flac", "long.flac")
-    dataset = Dataset.from_dict(
-        {
-            "audio": [str(tmp_path / name) for name in names],
-            "text": [" ".join(WORDS), "w1", "w1 w2", "", " ".join(WORDS)],
-            "words": [WORDS, ["w1"], ["w1", "w2"], [], WORDS],
-            "word_starts": [STARTS, [0.0], [0.0, 0.2], [], [1000 * start for start in STARTS]],
-            "word_ends": [ENDS, [0.1], [0.2, 0.4], [], [1000 * end for end in ENDS]],
-        }
-    )
-    return dataset.cast_column("audio", Audio(decode=False))
 
 
 def test_recordings_skip_and_name_bad_rows(recordings):
