@@ -130,6 +130,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="White noise at an SNR drawn from LOW,HIGH dB, e.g. 15,40.",
     )
+    augment.add_argument(
+        "--augmentation_probability",
+        type=float,
+        default=1.0,
+        help="Share of the windows perturbed; the rest stay clean.",
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--model_name_or_path", help="Continue from a saved VATT model + processor.")
@@ -226,7 +232,12 @@ def snr_range(value: str) -> str:
 
 def waveform_augmentation(args: argparse.Namespace) -> WaveformAugmentation:
     snr_db = tuple(float(part) for part in args.noise_snr_db.split(",")) if args.noise_snr_db else None
-    return WaveformAugmentation(speed=args.speed_perturbation, eq_db=args.random_eq_db, snr_db=snr_db)
+    return WaveformAugmentation(
+        speed=args.speed_perturbation,
+        eq_db=args.random_eq_db,
+        snr_db=snr_db,
+        probability=args.augmentation_probability,
+    )
 
 
 def augmentation_description(augmentation: WaveformAugmentation) -> str:
@@ -237,7 +248,10 @@ def augmentation_description(augmentation: WaveformAugmentation) -> str:
         parts.append(f"random equaliser +-{augmentation.eq_db:g} dB")
     if augmentation.snr_db:
         parts.append(f"white noise at {augmentation.snr_db[0]:g}-{augmentation.snr_db[1]:g} dB SNR")
-    return ", ".join(parts) or "none"
+    if not parts:
+        return "none"
+    share = "" if augmentation.probability >= 1 else f" on {augmentation.probability:.0%} of the windows"
+    return ", ".join(parts) + share
 
 
 def default_corpus_dir(size: str) -> Path:

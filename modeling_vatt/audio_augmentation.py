@@ -1,6 +1,7 @@
 """Random perturbations of training windows, so that a model trained on a few synthetic voices hears past them.
 
-`WaveformAugmentation` changes each training window drawn by `LongFormPairDataset` in three ways, each off by default:
+`WaveformAugmentation` changes training windows drawn by `LongFormPairDataset` in three ways, each off by default;
+with `probability` below 1 only that share of the windows is perturbed and the rest stay clean:
 
 - **speed**: the window covers `factor` times its length of the recording, `factor` drawn uniformly from
   `[1 - speed, 1 + speed]`, and is resampled to the window length. Tempo, pitch and formants move together (speed
@@ -31,8 +32,11 @@ class WaveformAugmentation:
     eq_db: float = 0.0
     eq_bands: int = 8
     snr_db: tuple[float, float] | None = None
+    probability: float = 1.0
 
     def __post_init__(self):
+        if not 0.0 < self.probability <= 1.0:
+            raise ValueError(f"`probability` is the share of perturbed windows, in (0, 1], got {self.probability}.")
         if not 0.0 <= self.speed < 1.0:
             raise ValueError(f"`speed` is the largest relative change of speed, in [0, 1), got {self.speed}.")
         if self.eq_db < 0 or self.eq_bands < 2:
@@ -43,6 +47,10 @@ class WaveformAugmentation:
     @property
     def enabled(self) -> bool:
         return self.speed > 0 or self.eq_db > 0 or self.snr_db is not None
+
+    def applies(self, rng: np.random.Generator) -> bool:
+        """Whether the next window is perturbed (draws from `rng` only when `probability` is below 1)."""
+        return self.probability >= 1.0 or bool(rng.random() < self.probability)
 
     def draw_speed(self, rng: np.random.Generator) -> float:
         """The factor by which the next window is sped up (> 1) or slowed down (< 1)."""

@@ -394,9 +394,9 @@ class LongFormPairDataset(torch.utils.data.Dataset):
         epoch, draw = key
         recording = self.recordings[self.draws[draw]]
         rng = np.random.default_rng([self.seed, epoch, draw])
-        if self.augmentation is None:
-            return self._draw_pair(recording, self.sampler, rng)
         augmentation_rng = np.random.default_rng([self.seed, epoch, draw, 1])
+        if self.augmentation is None or not self.augmentation.applies(augmentation_rng):
+            return self._draw_pair(recording, self.sampler, rng)
         speed = self.augmentation.draw_speed(augmentation_rng)
         span_sampler = self.sampler.with_window(round(self.sampler.window_samples * speed))
         pair = self._draw_pair(recording, span_sampler, rng)

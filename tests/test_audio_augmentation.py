@@ -56,7 +56,16 @@ def test_noise_is_mixed_at_the_drawn_snr():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"speed": 1.0}, {"speed": -0.1}, {"eq_db": -1}, {"eq_db": 3, "eq_bands": 1}, {"snr_db": (30, 10)}]
+    "kwargs",
+    [
+        {"speed": 1.0},
+        {"speed": -0.1},
+        {"eq_db": -1},
+        {"eq_db": 3, "eq_bands": 1},
+        {"snr_db": (30, 10)},
+        {"speed": 0.1, "probability": 0.0},
+        {"speed": 0.1, "probability": 1.5},
+    ],
 )
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError):
@@ -84,6 +93,20 @@ def test_perturbed_window_has_the_words_of_the_span_it_covers(recordings):
         unaugmented = LongFormPairDataset(split, sampler, seed=3)[(0, draw)]
         np.testing.assert_array_equal(plain[(0, draw)].input_values, unaugmented.input_values)
     assert len(spans) > 1
+
+
+def test_a_share_of_the_windows_stays_clean(recordings):
+    sampler = LongFormPairSampler(window_samples=96000, sampling_rate=48000)
+    split = LongFormRecordings(recordings, 48000)
+    half = WaveformAugmentation(speed=0.3, snr_db=(20, 40), probability=0.5)
+    dataset = LongFormPairDataset(split, sampler, seed=3, augmentation=half)
+    clean = LongFormPairDataset(split, sampler, seed=3)
+    applied = [half.applies(np.random.default_rng([3, epoch, 0, 1])) for epoch in range(40)]
+    assert 10 < sum(applied) < 30
+    for epoch, perturbed in enumerate(applied[:8]):
+        pair, plain = dataset[(epoch, 0)], clean[(epoch, 0)]
+        assert np.array_equal(pair.input_values, plain.input_values) is not perturbed
+        assert (pair.start, pair.end, pair.texts) == (plain.start, plain.end, plain.texts) or perturbed
 
 
 def test_padding_of_a_short_recording_is_resampled_with_it(recordings):

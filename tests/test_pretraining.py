@@ -524,6 +524,10 @@ def test_augmentation_arguments_are_checked_and_described():
         run_pretraining.augmentation_description(run_pretraining.waveform_augmentation(run_pretraining.parse_args([])))
         == "none"
     )
+    half = run_pretraining.parse_args(["--speed_perturbation", "0.1", "--augmentation_probability", "0.5"])
+    assert run_pretraining.augmentation_description(run_pretraining.waveform_augmentation(half)) == (
+        "speed x0.9-1.1 on 50% of the windows"
+    )
     for bad in ("40,15", "20", "a,b"):
         with pytest.raises(SystemExit):
             run_pretraining.parse_args(["--noise_snr_db", bad])
