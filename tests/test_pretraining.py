@@ -131,6 +131,11 @@ def test_killed_run_resumes_to_identical_parameters(tiny_corpus, tmp_path):
     full = tmp_path / "full"
     _train([*common, "--output_dir", str(full), "--checkpointing_steps", "2", "--checkpoints_total_limit", "2"])
     assert sorted(path.name for path in (full / "checkpoints").iterdir()) == ["step_4", "step_6"]
+    finished = _parameters(full)
+    # Rerunning a finished run with `latest` (as `make train` does) evaluates and saves again without a further step.
+    _train([*common, "--output_dir", str(full), "--resume_from_checkpoint", "latest"])
+    _assert_same_parameters(finished, _parameters(full), atol=0)
+    assert json.loads((full / "eval_results.json").read_text())["completed_steps"] == 6
 
     interrupted = tmp_path / "interrupted"
     command = [sys.executable, str(SCRIPT), *common, "--output_dir", str(interrupted), "--checkpointing_steps", "3"]
