@@ -78,7 +78,7 @@ def one_process_index(model_dir, archive, tmp_path_factory) -> Path:
     return index_dir
 
 
-def _assert_same_index(first: Path, second: Path, atol: float = 0.0) -> None:
+def _assert_same_index(first: Path, second: Path, atol: float) -> None:
     info, rows, vectors, skipped = _contents(first)
     other_info, other_rows, other_vectors, other_skipped = _contents(second)
     assert (info, rows, skipped) == (other_info, other_rows, other_skipped)
@@ -103,7 +103,9 @@ def test_two_processes_build_the_index_one_process_builds(model_dir, archive, on
     assert "Recordings (process 1 of 2)" in result.stderr and "Hours (process 1 of 2)" in result.stderr
     shards = [json.loads((index_dir / "shards" / f"process-{i}.json").read_text()) for i in (0, 1)]
     assert all(shard["recordings"] for shard in shards)  # both processes embedded recordings
-    _assert_same_index(index_dir, one_process_index)
+    # The launched processes run with their own thread counts, so some CPUs round a matrix product differently in the
+    # last bit (seen: 6e-8 in 0.3 % of the values); anything else, a wrong window or recording, moves values by far more.
+    _assert_same_index(index_dir, one_process_index, atol=1e-6)
 
 
 def test_a_killed_run_resumes_without_lost_or_repeated_windows(
