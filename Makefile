@@ -33,13 +33,14 @@ demo: $(VENV)/.installed
 TRAIN_STEPS ?= 6000
 TRAIN_PATCH_FEATURES ?= log_spectrum
 TRAIN_AUGMENTATION ?=
+TRAIN_EXTRA_VOICES ?=
 TRAIN_DIR ?= outputs/vatt-train-$(TRAIN_PATCH_FEATURES)
 
 train: $(VENV)/.installed
 	$(PY) examples/run_pretraining.py --model_preset cpu --per_device_train_batch_size 64 --learning_rate 5e-4 \
 		--max_train_steps $(TRAIN_STEPS) --eval_steps 1000 --logging_steps 100 --checkpointing_steps 500 \
 		--checkpoints_total_limit 1 --config_overrides '{"audio_config": {"patch_features": "$(TRAIN_PATCH_FEATURES)"}}' \
-		$(TRAIN_AUGMENTATION) --output_dir $(TRAIN_DIR) --resume_from_checkpoint latest
+		$(TRAIN_AUGMENTATION) --extra_training_voices "$(TRAIN_EXTRA_VOICES)" --output_dir $(TRAIN_DIR) --resume_from_checkpoint latest
 
 test: $(VENV)/.installed
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \

@@ -55,6 +55,7 @@ from transformers import AutoProcessor, PreTrainedConfig, get_scheduler
 
 from modeling_vatt import VattConfig, VattForContrastivePretraining, vatt_contrastive_loss
 from modeling_vatt.audio_augmentation import WaveformAugmentation
+from modeling_vatt.corpus import EXTRA_TRAINING_VOICE_SETS
 from modeling_vatt.feature_extraction_vatt import VattFeatureExtractor
 from modeling_vatt.metrics import load_retrieval_metric
 from modeling_vatt.model_card import render_model_card
@@ -101,6 +102,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     data.add_argument("--corpus_dir", help="Where the embedded corpus is rendered (default: ~/.cache/vatt/...).")
     data.add_argument("--corpus_size", default="default", choices=("tiny", "small", "default"))
     data.add_argument("--max_eval_recordings", type=int, help="Evaluate on at most this many recordings.")
+    data.add_argument(
+        "--extra_training_voices",
+        type=extra_voice_sets,
+        default=[],
+        help=f"Comma-separated extra renderings of the embedded corpus's training passages, from "
+        f"{EXTRA_TRAINING_VOICE_SETS}: 'festival' adds Festival's ked diphone voice (`apt-get install festival "
+        "festvox-kdlpc16k`), training audio that is not espeak-ng.",
+    )
     data.add_argument(
         "--eval_voice_sets",
         default="auto",
@@ -209,6 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         parser.error("Give either --dataset_name or --train_file, not both.")
     if args.validation_file and not args.train_file:
         parser.error("--validation_file goes with --train_file.")
+    if args.extra_training_voices and (args.train_file or args.dataset_name):
+        parser.error("--extra_training_voices re-renders the embedded corpus; it does not go with your own data.")
     if args.overwrite_output_dir and args.resume_from_checkpoint:
         parser.error("--overwrite_output_dir starts a new run; it cannot resume one (--resume_from_checkpoint).")
     return args
@@ -254,6 +265,15 @@ def augmentation_description(augmentation: WaveformAugmentation) -> str:
     return ", ".join(parts) + share
 
 
+def extra_voice_sets(value: str) -> list[str]:
+    """Parses `--extra_training_voices`: comma-separated names from `EXTRA_TRAINING_VOICE_SETS`."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXTRA_TRAINING_VOICE_SETS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown voice sets {unknown}; choose from {EXTRA_TRAINING_VOICE_SETS}")
+    return names
+
+
 def default_corpus_dir(size: str) -> Path:
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
     return cache / "vatt" / f"corpus-{size}"
@@ -294,11 +314,18 @@ def load_raw_data(args: argparse.Namespace, accelerator: Accelerator, skips: Ski
         if isinstance(data, DatasetDict) and "test" in data and "validation" in data:
             splits["test"] = data["test"]
         return splits, args.dataset_name
+    from datasets import concatenate_datasets
+
     from modeling_vatt.corpus import build_corpus
 
-    corpus_dir = corpus_dir_of(args)
+    corpus_dir, show = corpus_dir_of(args), accelerator.is_local_main_process
     with accelerator.main_process_first():
-        corpus = build_corpus(corpus_dir, size=args.corpus_size, show_progress=accelerator.is_local_main_process)
+        corpus = build_corpus(corpus_dir, size=args.corpus_size, show_progress=show)
+        extra = [
+            build_corpus(corpus_dir / "voice_sets" / name, size=args.corpus_size, voice_set=name, show_progress=show)
+            for name in args.extra_training_voices
+        ]
+    corpus["train"] = concatenate_datasets([corpus["train"], *(rendering["train"] for rendering in extra)])
     return corpus, CORPUS_DATA_NAME
 
 
@@ -731,22 +758,28 @@ def write_model_card(
         model_name=model_id,
         model_id=model_id,
         dataset=data_name,
-        training_data=training_data_description(data_name),
+        training_data=training_data_description(data_name, args.extra_training_voices),
         hyperparameters=hyper_parameters,
         results=results,
     )
     (output_dir / "README.md").write_text(card, encoding="utf-8")
 
 
-def training_data_description(data_name: str) -> str:
+def training_data_description(data_name: str, extra_training_voices: Sequence[str] = ()) -> str:
     if data_name == CORPUS_DATA_NAME:
+        festival = (
+            " The training passages are also rendered with Festival's ked diphone voice (same rates and pitches, "
+            "Festival's word timings)."
+            if "festival" in extra_training_voices
+            else ""
+        )
         return (
             "The embedded long-form corpus of the `vatt` package: lecture-style passages of CPython's "
             "`pydoc_data.topics` (PSF licence) rendered offline into speech with espeak-ng (voices drawn from 6 "
             "accents x 25 variants, 140-200 words per minute, several pitches), 15 s to a few minutes per clip, with "
-            "espeak's word timings. Train/validation/test splits are disjoint passages. The evaluation across voices "
-            "re-renders the held-out passages in espeak-ng accents and variants never used in training and in the "
-            "neural piper voice, and adds real recorded speech."
+            f"espeak's word timings.{festival} Train/validation/test splits are disjoint passages. The evaluation "
+            "across voices re-renders the held-out passages in espeak-ng accents and variants never used in training "
+            "and in the neural piper voice, and adds real recorded speech."
         )
     return f"`{data_name}`: long recordings with transcripts (and word timings where available)."
 

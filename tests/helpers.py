@@ -1,15 +1,23 @@
 """Utilities shared by the tests."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 # Timed transcript of the synthetic recordings of the `recordings` fixture (conftest.py).
 WORDS = [f"w{i}" for i in range(10)]
 STARTS = [float(i) for i in range(10)]  # word i is spoken in [i, i + 0.8) s, midpoint i + 0.4
 ENDS = [i + 0.8 for i in range(10)]
+
+# Festival is a system package (the `festival` voice set of the corpus); .ci/run installs it where apt can.
+requires_festival = pytest.mark.skipif(
+    shutil.which("festival") is None, reason="needs Festival: apt-get install festival festvox-kdlpc16k"
+)
 
 BLOCK_PACKAGE = "import sys; sys.modules['modeling_vatt'] = None  # the package is not importable here\n"
 

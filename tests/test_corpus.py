@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import soundfile as sf
 from datasets import Audio, load_from_disk
 
 from modeling_vatt.corpus import (
+    FESTIVAL_VOICE_NAME,
     HELDOUT_ACCENTS,
     HELDOUT_VARIANTS,
     HELDOUT_VOICES,
@@ -16,15 +18,18 @@ from modeling_vatt.corpus import (
     RATE_RANGE_WPM,
     TRAINING_VOICES,
     build_corpus,
+    festival_token_bounds,
     load_manifest,
     main,
     make_manifest,
     piper_word_bounds,
-    revoice_heldout_passages,
+    render_passage_festival,
+    revoice_passages,
     select_passages,
 )
 from modeling_vatt.pretraining_pairs import LongFormPairSampler
 from modeling_vatt.speech_data import decode_audio, load_speech_dataset
+from tests.helpers import requires_festival
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +143,23 @@ def test_heldout_voices_share_no_accent_or_variant_with_training():
     assert not {variant for _, variant in training} & set(HELDOUT_VARIANTS)
 
 
-def test_revoicing_keeps_the_heldout_passages_and_changes_only_their_voice():
+def test_revoicing_keeps_the_passages_of_a_voice_set_and_changes_only_their_voice():
     passages = load_manifest()
     heldout = [p for p in passages if p.split in ("validation", "test")]
     for voice_set, voices in (("heldout", set(HELDOUT_VOICES)), ("piper", {PIPER_VOICE_NAME})):
-        revoiced = revoice_heldout_passages(passages, voice_set)
+        revoiced = revoice_passages(passages, voice_set)
         assert [(p.id, p.text, p.split) for p in revoiced] == [(p.id, p.text, p.split) for p in heldout]
         assert {p.voice for p in revoiced} <= voices
-    assert len({p.voice for p in revoice_heldout_passages(passages, "heldout")}) == len(HELDOUT_VOICES)
-    assert revoice_heldout_passages(passages, "training") == passages
+    assert len({p.voice for p in revoice_passages(passages, "heldout")}) == len(HELDOUT_VOICES)
+    festival = revoice_passages(passages, "festival")
+    training = [p for p in passages if p.split == "train"]
+    assert [(p.id, p.text, p.rate_wpm, p.pitch) for p in festival] == [
+        (p.id, p.text, p.rate_wpm, p.pitch) for p in training
+    ]
+    assert {p.voice for p in festival} == {FESTIVAL_VOICE_NAME}
+    assert revoice_passages(passages, "training") == passages
     with pytest.raises(ValueError, match="Unknown voice set"):
-        revoice_heldout_passages(passages, "flite")
+        revoice_passages(passages, "flite")
 
 
 def test_heldout_voice_set_renders_deterministically_with_aligned_words(tmp_path):
@@ -182,3 +193,75 @@ def test_piper_voice_set_has_word_times_inside_the_speech(tmp_path):
     assert np.mean(ends > starts) > 0.95 and np.all(starts[1:] >= ends[:-1] - 1e-9)
     word_energy = [np.sqrt(np.mean(audio[int(s * rate) : int(e * rate)] ** 2)) for s, e in zip(starts, ends)]
     assert np.median(word_energy) > 0.02  # the spans cover speech, not the silences around sentences
+
+
+def test_festival_token_bounds_span_the_spoken_words_of_each_token():
+    # "In 1984 - tea." : "1984" is spoken as three words, "-" as none, "." is a silent punctuation word.
+    report = "\n".join(
+        [
+            "TOKEN",
+            "WORD\t0.20\t0.35",
+            "TOKEN",
+            "WORD\t0.35\t0.80",
+            "WORD\t0.80\t1.10",
+            "WORD\t1.10\t1.40",
+            "TOKEN",
+            "TOKEN",
+            "WORD\t1.60\t1.90",
+            "WORD\t0.00\t0.00",
+        ]
+    )
+    assert festival_token_bounds(report) == ([0.20, 0.35, 1.60, 1.60], [0.35, 1.40, 1.60, 1.90])
+    # A last token with no spoken word sits at the end of the speech.
+    assert festival_token_bounds("TOKEN\nWORD\t0.1\t0.5\nTOKEN") == ([0.1, 0.5], [0.5, 0.5])
+
+
+@requires_festival
+def test_festival_voice_set_renders_training_passages_deterministically_with_aligned_words(tmp_path):
+    first = build_corpus(tmp_path / "a", size="tiny", voice_set="festival", show_progress=False)
+    build_corpus(tmp_path / "b", size="tiny", voice_set="festival", show_progress=False)
+    assert set(first) == {"train"} and first["train"].num_rows == 2
+    assert file_digests(tmp_path / "a" / "audio") == file_digests(tmp_path / "b" / "audio")
+    word_energy, pause_energy = [], []
+    for row in first["train"]:
+        audio, rate = sf.read(io.BytesIO(row["audio"]["bytes"]), dtype="float32")
+        starts, ends = np.array(row["word_starts"]), np.array(row["word_ends"])
+        assert row["voice"] == FESTIVAL_VOICE_NAME and rate == 16000 and row["words"] == row["text"].split()
+        assert starts[0] >= 0 and ends[-1] <= len(audio) / rate
+        assert np.all(ends > starts) and np.all(starts[1:] >= ends[:-1] - 1e-9)
+        next_starts = np.r_[starts[1:], len(audio) / rate]
+        for word, start, end, next_start in zip(row["words"], starts, ends, next_starts):
+            word_energy.append(np.sqrt(np.mean(audio[int(start * rate) : int(end * rate)] ** 2)))
+            if word.endswith(".") and next_start - end > 0.05:
+                pause_energy.append(np.sqrt(np.mean(audio[int(end * rate) : int(next_start * rate)] ** 2)))
+    assert len(pause_energy) >= 2
+    assert np.median(word_energy) > 20 * np.median(pause_energy)
+
+
+def _median_f0(audio: np.ndarray, rate: int) -> float:
+    """Median pitch (Hz) of the loud 40 ms frames by autocorrelation, searched over 70-400 Hz."""
+    frame, estimates = int(0.04 * rate), []
+    for begin in range(0, len(audio) - frame, frame):
+        piece = audio[begin : begin + frame] - audio[begin : begin + frame].mean()
+        if np.sqrt(np.mean(piece**2)) > 0.05:
+            correlation = np.correlate(piece, piece, "full")[frame - 1 :]
+            shortest, longest = rate // 400, rate // 70
+            estimates.append(rate / (shortest + np.argmax(correlation[shortest:longest])))
+    return float(np.median(estimates))
+
+
+@requires_festival
+def test_festival_follows_the_passage_rate_and_pitch(tmp_path):
+    passage = replace(select_passages(load_manifest(), "tiny")[0], voice=FESTIVAL_VOICE_NAME)
+    rows = {}
+    for rate, pitch in ((140, 50), (200, 50), (140, 65)):
+        (tmp_path / f"{rate}-{pitch}").mkdir()
+        rows[rate, pitch] = render_passage_festival(
+            replace(passage, rate_wpm=rate, pitch=pitch), tmp_path / f"{rate}-{pitch}"
+        )
+    speaking_time = {key: row["word_ends"][-1] - row["word_starts"][0] for key, row in rows.items()}
+    assert speaking_time[140, 50] / speaking_time[200, 50] == pytest.approx(200 / 140, rel=0.05)
+    assert speaking_time[140, 65] == pytest.approx(speaking_time[140, 50], rel=0.01)
+    # Pitch 50 keeps ked's mean F0 of 105 Hz; 65 raises it to 127.5 Hz.
+    low, high = (_median_f0(*sf.read(rows[140, pitch]["audio"])) for pitch in (50, 65))
+    assert low == pytest.approx(105, rel=0.08) and high / low == pytest.approx(127.5 / 105, rel=0.08)

@@ -19,7 +19,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from tests.helpers import hub_cache_snapshot, run_without_package
+from tests.helpers import hub_cache_snapshot, requires_festival, run_without_package
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "examples" / "run_pretraining.py"
@@ -538,3 +538,22 @@ def test_augmentation_arguments_are_checked_and_described():
             run_pretraining.parse_args(["--noise_snr_db", bad])
     with pytest.raises(ValueError, match="speed"):
         run_pretraining.waveform_augmentation(run_pretraining.parse_args(["--speed_perturbation", "1.5"]))
+
+
+def test_extra_training_voices_are_checked():
+    assert run_pretraining.parse_args([]).extra_training_voices == []
+    assert run_pretraining.parse_args(["--extra_training_voices", "festival"]).extra_training_voices == ["festival"]
+    for bad in (["piper"], ["festival", "--train_file", "data.csv"], ["festival", "--dataset_name", "some/data"]):
+        with pytest.raises(SystemExit):
+            run_pretraining.parse_args(["--extra_training_voices", *bad])
+
+
+@requires_festival
+def test_festival_renderings_join_the_training_split(tiny_corpus, tmp_path):
+    output_dir = tmp_path / "run"
+    result = _train(
+        [*TINY_RUN, "--corpus_dir", str(tiny_corpus), "--max_train_steps", "1", "--eval_voice_sets", "none"]
+        + ["--extra_training_voices", "festival", "--output_dir", str(output_dir)]
+    )
+    assert "Recordings: 4 train, 1 eval" in result.stderr  # 2 espeak-ng + 2 Festival renderings of the same passages
+    assert "Festival's ked diphone voice" in (output_dir / "README.md").read_text()
