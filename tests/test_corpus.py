@@ -216,6 +216,13 @@ def test_festival_token_bounds_span_the_spoken_words_of_each_token():
     assert festival_token_bounds("TOKEN\nWORD\t0.1\t0.5\nTOKEN") == ([0.1, 0.5], [0.5, 0.5])
 
 
+def test_festival_voice_set_without_festival_says_how_to_install_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no festival executable on it
+    with pytest.raises(ImportError, match="apt-get install festival festvox-kdlpc16k"):
+        build_corpus(tmp_path / "corpus", size="tiny", voice_set="festival", show_progress=False)
+    assert not (tmp_path / "corpus" / "audio").exists()
+
+
 @requires_festival
 def test_festival_voice_set_renders_training_passages_deterministically_with_aligned_words(tmp_path):
     first = build_corpus(tmp_path / "a", size="tiny", voice_set="festival", show_progress=False)
